@@ -8,7 +8,7 @@
 //! the same partition decides exactly as the first pass did.
 
 use std::collections::HashSet;
-use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::hash::{BuildHasherDefault, Hasher};
 
 /// Why an event was not applied again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

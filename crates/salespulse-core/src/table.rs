@@ -104,7 +104,7 @@ impl<S> ManagerTable<S> {
 
     /// Visits every manager of every partition, locking one manager at a time. A manager whose
     /// events came from several partitions is visited once per partition.
-    pub fn for_each(&self, mut visit: impl FnMut(PartitionId, &str, &Entry<S>)) {
+    pub fn for_each(&self, mut visit: impl FnMut(PartitionId, &Arc<str>, &Entry<S>)) {
         let partitions: Vec<_> = self.partitions.read().values().cloned().collect();
         for partition in partitions {
             for item in partition.managers.iter() {
@@ -211,7 +211,7 @@ mod tests {
             p.update("ivanov", 1, || 0, |e| e.state += 1).unwrap();
         }
         let mut seen = Vec::new();
-        table.for_each(|pid, m, e| seen.push((pid, m.to_owned(), e.state)));
+        table.for_each(|pid, m, e| seen.push((pid, m.to_string(), e.state)));
         assert_eq!(seen, vec![(0, "ivanov".to_owned(), 3)]);
         assert_eq!(table.len(), 1);
     }

@@ -1,0 +1,44 @@
+# salespulse — the commands a newcomer and CI run. See README.md.
+CARGO ?= cargo
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: run test test-deps build lint unit-test broker-test kafka-start kafka-stop fmt clean
+
+## The daemon on an embedded default: in-process Kafka, a simulated team, metrics on localhost.
+run:
+	$(CARGO) run -p salespulse -- demo
+
+## Installs what the tests need, then runs them all (lint, unit, CLI, real broker).
+test: test-deps
+	scripts/test.sh
+
+## kcat and promtool from Debian, Apache Kafka from Maven Central (cached).
+test-deps:
+	scripts/install-test-deps.sh
+
+build:
+	$(CARGO) build --workspace --all-targets
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --features salespulse/broker-tests -- -D warnings
+
+## Hermetic tests only: no broker, no network.
+unit-test:
+	$(CARGO) test --workspace
+
+## Real-broker tests against KAFKA_BOOTSTRAP, or a broker started for the run.
+broker-test:
+	scripts/test.sh broker
+
+kafka-start:
+	scripts/kafka.sh start
+
+kafka-stop:
+	scripts/kafka.sh stop
+
+fmt:
+	$(CARGO) fmt --all
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,54 @@
+//! The engine's configuration, already validated (the binary parses files into it).
+
+use salespulse_calls::CallsConfig;
+use salespulse_core::window::Windows;
+use salespulse_events::{Encoding, Kind};
+
+/// How the engine decodes, de-duplicates and applies records.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// The sliding windows every windowed metric is kept for.
+    pub windows: Windows,
+    /// How calls are judged.
+    pub calls: CallsConfig,
+    /// At most this many managers are held; events of further new managers are counted as overflow.
+    pub max_managers: usize,
+    /// A manager with no event for this long (wall clock) is evicted with its series.
+    pub manager_idle_ms: i64,
+    /// Events whose time is further ahead of the wall clock than this are rejected.
+    pub future_tolerance_ms: i64,
+    /// A repeated `event_id` is recognised for at least this long of event time.
+    pub dedup_horizon_ms: i64,
+    /// Per-topic decoding settings; topics not listed use the defaults (sniffed encoding, any kind).
+    pub topics: Vec<TopicConfig>,
+}
+
+impl EngineConfig {
+    /// The defaults around `windows`.
+    pub fn new(windows: Windows) -> Self {
+        EngineConfig {
+            windows,
+            calls: CallsConfig::default(),
+            max_managers: 50_000,
+            manager_idle_ms: 24 * 3_600_000,
+            future_tolerance_ms: 5 * 60_000,
+            dedup_horizon_ms: 15 * 60_000,
+            topics: Vec::new(),
+        }
+    }
+
+    pub(crate) fn topic(&self, name: &str) -> Option<&TopicConfig> {
+        self.topics.iter().find(|t| t.name == name)
+    }
+}
+
+/// How records of one topic are decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicConfig {
+    /// The topic's name.
+    pub name: String,
+    /// The encoding when a record has no `content-type` header; `None` sniffs it.
+    pub encoding: Option<Encoding>,
+    /// The kind of event the topic carries; `None` for a mixed topic (the `kind` field decides).
+    pub kind: Option<Kind>,
+}

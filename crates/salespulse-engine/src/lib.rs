@@ -1,0 +1,308 @@
+//! The salespulse pipeline between the transport and the metrics.
+//!
+//! An [`Engine`] takes one Kafka record at a time ([`Record`]: topic, partition, offset, headers'
+//! content type, payload), decides its encoding, decodes it with `salespulse-events`, drops it if
+//! its offset or event id was applied before, and applies it to the manager's state of the
+//! stream it belongs to (`salespulse-calls`, later messages and cards). Every record ends in an
+//! [`Outcome`]; bad input is counted by reason, logged at a rate limit, and never panics.
+//! [`Engine::render`] writes the per-manager families for a scrape from a snapshot of the state.
+//!
+//! The engine knows nothing of Kafka clients or HTTP: the ingest crate feeds it, the exporter
+//! reads it.
+#![deny(missing_docs)]
+
+mod config;
+mod metrics;
+mod ratelimit;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+use prometheus::Registry;
+use salespulse_calls::{CallRow, CallSnapshot, CallState};
+use salespulse_core::clock::Clock;
+use salespulse_core::expo::MetricWriter;
+use salespulse_core::ledger::{Duplicate, Ledger};
+use salespulse_core::table::{ManagerTable, PartitionManagers};
+use salespulse_events::{DecodeError, Encoding, Event, EventBody, Kind};
+
+pub use config::{EngineConfig, TopicConfig};
+use metrics::EngineMetrics;
+use ratelimit::RateLimited;
+
+/// One record as the transport delivered it.
+#[derive(Debug, Clone, Copy)]
+pub struct Record<'a> {
+    /// The topic it came from.
+    pub topic: &'a str,
+    /// The partition it came from.
+    pub partition: i32,
+    /// Its offset in the partition.
+    pub offset: i64,
+    /// The value of its `content-type` header, if any.
+    pub content_type: Option<&'a [u8]>,
+    /// Its value; `None` for a tombstone.
+    pub payload: Option<&'a [u8]>,
+}
+
+/// What became of a record. Every outcome means the record is done: its offset may be committed.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Applied to the state of a stream.
+    Applied(Kind),
+    /// Seen before; not applied again.
+    Duplicate(Duplicate),
+    /// Not applied: the reason label and the error.
+    Rejected(Rejection),
+    /// Decoded and valid, but the manager cap is reached and the manager is new.
+    Overflow,
+}
+
+/// Why a record was rejected.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// The payload did not decode or validate.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// The event time is further in the future than the tolerance allows.
+    #[error("occurred_at is {ahead_ms} ms ahead of the wall clock (tolerance {tolerance_ms} ms)")]
+    Future {
+        /// How far ahead it is.
+        ahead_ms: i64,
+        /// The configured tolerance.
+        tolerance_ms: i64,
+    },
+}
+
+impl Rejection {
+    /// The `reason` label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Rejection::Decode(error) => error.reason(),
+            Rejection::Future { .. } => "future_timestamp",
+        }
+    }
+}
+
+/// Every value `Rejection::reason` can take.
+pub fn reject_reasons() -> impl Iterator<Item = &'static str> {
+    salespulse_events::REJECT_REASONS.iter().copied().chain(std::iter::once("future_timestamp"))
+}
+
+/// One manager's state across streams. A stream's part is created on its first event.
+#[derive(Debug, Default)]
+pub struct ManagerState {
+    calls: Option<Box<CallState>>,
+}
+
+/// Per-partition context: the applied ledger and the partition's managers.
+struct PartitionContext {
+    topic: TopicSettings,
+    ledger: Mutex<Ledger>,
+    managers: Arc<PartitionManagers<ManagerState>>,
+    received: prometheus::IntCounter,
+}
+
+#[derive(Clone, Copy)]
+struct TopicSettings {
+    encoding: Option<Encoding>,
+    kind: Option<Kind>,
+}
+
+/// The pipeline's state and configuration.
+pub struct Engine {
+    config: EngineConfig,
+    clock: Arc<dyn Clock>,
+    table: ManagerTable<ManagerState>,
+    partitions: RwLock<HashMap<(Box<str>, i32), Arc<PartitionContext>>>,
+    next_partition_id: AtomicU32,
+    metrics: EngineMetrics,
+    reject_log: RateLimited,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("config", &self.config).field("managers", &self.table.len()).finish()
+    }
+}
+
+impl Engine {
+    /// A new engine whose own metrics register in `registry`.
+    pub fn new(config: EngineConfig, clock: Arc<dyn Clock>, registry: &Registry) -> prometheus::Result<Engine> {
+        let metrics = EngineMetrics::register(registry)?;
+        Ok(Engine {
+            table: ManagerTable::new(config.max_managers),
+            config,
+            clock,
+            partitions: RwLock::new(HashMap::new()),
+            next_partition_id: AtomicU32::new(0),
+            metrics,
+            reject_log: RateLimited::new(std::time::Duration::from_secs(10)),
+        })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Takes one record to its outcome.
+    pub fn ingest(&self, record: &Record<'_>) -> Outcome {
+        let partition = self.partition(record.topic, record.partition);
+        partition.received.inc();
+        let mut ledger = partition.ledger.lock();
+        if ledger.seen_offset(record.offset) {
+            self.metrics.duplicate(Duplicate::Offset);
+            return Outcome::Duplicate(Duplicate::Offset);
+        }
+        // Whatever happens next, this offset is done.
+        ledger.mark_offset(record.offset);
+        let event = match self.decode(record, partition.topic) {
+            Ok(event) => event,
+            Err(rejection) => return self.reject(record, rejection),
+        };
+        let now_ms = self.clock.now_ms();
+        let ahead_ms = event.occurred_at_ms - now_ms;
+        if ahead_ms > self.config.future_tolerance_ms {
+            let tolerance_ms = self.config.future_tolerance_ms;
+            return self.reject(record, Rejection::Future { ahead_ms, tolerance_ms });
+        }
+        if ledger.check_event_id(&event.event_id, event.occurred_at_ms) {
+            self.metrics.duplicate(Duplicate::EventId);
+            return Outcome::Duplicate(Duplicate::EventId);
+        }
+        drop(ledger);
+        self.apply(&partition.managers, &event, now_ms)
+    }
+
+    fn decode(&self, record: &Record<'_>, topic: TopicSettings) -> Result<Event, Rejection> {
+        let payload = record.payload.unwrap_or_default();
+        let encoding = record
+            .content_type
+            .and_then(|value| std::str::from_utf8(value).ok())
+            .and_then(Encoding::from_content_type)
+            .or(topic.encoding)
+            .unwrap_or_else(|| Encoding::sniff(payload));
+        Ok(salespulse_events::decode(payload, encoding, topic.kind)?)
+    }
+
+    fn reject(&self, record: &Record<'_>, rejection: Rejection) -> Outcome {
+        let reason = rejection.reason();
+        self.metrics.rejected(reason);
+        if let Some(suppressed) = self.reject_log.check() {
+            tracing::warn!(
+                topic = record.topic,
+                partition = record.partition,
+                offset = record.offset,
+                reason,
+                suppressed,
+                "rejected a record: {rejection}"
+            );
+        }
+        Outcome::Rejected(rejection)
+    }
+
+    fn apply(&self, managers: &PartitionManagers<ManagerState>, event: &Event, now_ms: i64) -> Outcome {
+        let kind = event.kind();
+        let late = event.occurred_at_ms < now_ms - self.config.windows.largest_ms();
+        let applied = match &event.body {
+            EventBody::Call(call) => managers.update(&event.manager_id, now_ms, ManagerState::default, |entry| {
+                entry.set_team(event.team.as_deref());
+                let windows = &self.config.windows;
+                let state = entry.state.calls.get_or_insert_with(|| Box::new(CallState::new(windows)));
+                state.apply(windows, &self.config.calls, call, event.occurred_at_ms, now_ms);
+            }),
+            // Messages and card changes are decoded and validated; their metrics come with their
+            // stream crates.
+            EventBody::Message(_) | EventBody::CardChange(_) => Ok(()),
+        };
+        if applied.is_err() {
+            self.metrics.overflow.inc();
+            return Outcome::Overflow;
+        }
+        self.metrics.applied(kind, event.occurred_at_ms, late);
+        Outcome::Applied(kind)
+    }
+
+    fn partition(&self, topic: &str, partition: i32) -> Arc<PartitionContext> {
+        // The key is looked up without allocating: `(Box<str>, i32)` cannot borrow as
+        // `(&str, i32)`, so the lookup walks the few partitions this process owns.
+        if let Some(found) = self
+            .partitions
+            .read()
+            .iter()
+            .find(|((t, p), _)| *p == partition && t.as_ref() == topic)
+            .map(|(_, ctx)| Arc::clone(ctx))
+        {
+            return found;
+        }
+        let mut partitions = self.partitions.write();
+        let key: (Box<str>, i32) = (topic.into(), partition);
+        let ctx = partitions.entry(key).or_insert_with(|| {
+            let id = self.next_partition_id.fetch_add(1, Ordering::Relaxed);
+            let settings = self.config.topic(topic);
+            Arc::new(PartitionContext {
+                topic: TopicSettings { encoding: settings.and_then(|t| t.encoding), kind: settings.and_then(|t| t.kind) },
+                ledger: Mutex::new(Ledger::new(self.config.dedup_horizon_ms)),
+                managers: self.table.partition(id),
+                received: self.metrics.received_for(topic),
+            })
+        });
+        Arc::clone(ctx)
+    }
+
+    /// The lowest offset not yet applied for a topic-partition, if any record of it was seen.
+    pub fn next_offset(&self, topic: &str, partition: i32) -> Option<i64> {
+        let partitions = self.partitions.read();
+        let ctx = partitions.iter().find(|((t, p), _)| *p == partition && t.as_ref() == topic)?.1;
+        let next = ctx.ledger.lock().next_offset();
+        next
+    }
+
+    /// Drops managers with no event for the configured idle time; returns how many.
+    pub fn evict_idle(&self) -> usize {
+        let before = self.clock.now_ms() - self.config.manager_idle_ms;
+        self.table.evict_idle(before)
+    }
+
+    /// Managers held now.
+    pub fn managers(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Writes the per-manager families as of now.
+    pub fn render(&self, out: &mut MetricWriter) {
+        let now_ms = self.clock.now_ms();
+        let windows = &self.config.windows;
+        let mut rows: Vec<(Arc<str>, Option<Arc<str>>, CallSnapshot)> = Vec::with_capacity(self.table.len());
+        self.table.for_each(|_, manager, entry| {
+            if let Some(calls) = &entry.state.calls {
+                rows.push((Arc::clone(manager), entry.team.clone(), calls.snapshot(windows, now_ms)));
+            }
+        });
+        // A manager whose events came through several partitions is one series: merge.
+        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        rows.dedup_by(|later, kept| {
+            if later.0 != kept.0 {
+                return false;
+            }
+            kept.2.merge(&later.2);
+            if kept.1.is_none() {
+                kept.1 = later.1.take();
+            }
+            true
+        });
+        let call_rows: Vec<CallRow<'_>> = rows
+            .iter()
+            .map(|(manager, team, calls)| CallRow { manager, team: team.as_deref(), calls })
+            .collect();
+        salespulse_calls::render(&call_rows, windows, out);
+        self.metrics.managers.set(self.table.len() as i64);
+    }
+}
+
+#[cfg(test)]
+mod tests;

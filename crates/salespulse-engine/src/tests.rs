@@ -1,0 +1,260 @@
+use std::sync::Arc;
+
+use proptest::prelude::*;
+use salespulse_core::clock::ManualClock;
+use salespulse_core::expo::{Format, MetricWriter};
+use salespulse_core::window::Windows;
+use salespulse_events::{Call, CallDirection, CallStatus, Event, EventBody};
+
+use super::*;
+
+const T0: i64 = 1_760_000_000_000;
+
+struct Fixture {
+    engine: Engine,
+    clock: Arc<ManualClock>,
+    registry: Registry,
+}
+
+fn fixture(configure: impl FnOnce(&mut EngineConfig)) -> Fixture {
+    let mut config = EngineConfig::new(Windows::parse(&["5m", "1h"]).unwrap());
+    configure(&mut config);
+    let clock = Arc::new(ManualClock::new(T0));
+    let registry = Registry::new();
+    let engine = Engine::new(config, clock.clone(), &registry).unwrap();
+    Fixture { engine, clock, registry }
+}
+
+fn call_event(id: &str, manager: &str, at: i64, status: CallStatus, talk_ms: u64) -> Event {
+    Event {
+        event_id: id.into(),
+        occurred_at_ms: at,
+        manager_id: manager.into(),
+        team: Some("north".into()),
+        source: None,
+        body: EventBody::Call(Call {
+            call_id: format!("call-{id}"),
+            direction: CallDirection::Outbound,
+            status,
+            started_at_ms: at - 120_000,
+            answered_at_ms: None,
+            ended_at_ms: at,
+            talk_ms,
+            client_id: Some("+79151112233".into()),
+            card_id: None,
+        }),
+    }
+}
+
+fn record<'a>(topic: &'a str, partition: i32, offset: i64, payload: &'a [u8]) -> Record<'a> {
+    Record { topic, partition, offset, content_type: None, payload: Some(payload) }
+}
+
+impl Fixture {
+    fn scrape(&self) -> String {
+        let mut out = MetricWriter::new(Format::Text);
+        self.engine.render(&mut out);
+        out.finish()
+    }
+
+    /// The value of the sample whose line starts with `series` (name and labels).
+    fn value(&self, series: &str) -> Option<f64> {
+        value_in(&self.scrape(), series)
+    }
+
+    fn counter(&self, name: &str, label: (&str, &str)) -> u64 {
+        for family in self.registry.gather() {
+            if family.name() != name {
+                continue;
+            }
+            for metric in family.get_metric() {
+                if metric.get_label().iter().any(|l| l.name() == label.0 && l.value() == label.1) {
+                    return metric.get_counter().get_value() as u64;
+                }
+            }
+        }
+        0
+    }
+}
+
+fn value_in(body: &str, series: &str) -> Option<f64> {
+    body.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+const ANSWERED_OUT: &str = r#"{manager="ivanov",team="north",direction="outbound",status="answered"}"#;
+const SUCCESS_OUT: &str = r#"{manager="ivanov",team="north",direction="outbound"}"#;
+
+#[test]
+fn applies_json_and_protobuf_calls() {
+    let f = fixture(|_| ());
+    let json = salespulse_events::encode_json(&call_event("e1", "ivanov", T0 - 1_000, CallStatus::Answered, 40_000));
+    let proto = salespulse_events::encode_protobuf(&call_event("e2", "ivanov", T0 - 1_000, CallStatus::Answered, 39_900));
+    assert!(matches!(f.engine.ingest(&record("calls", 0, 0, &json)), Outcome::Applied(Kind::Call)));
+    assert!(matches!(f.engine.ingest(&record("calls", 0, 1, &proto)), Outcome::Applied(Kind::Call)));
+    assert_eq!(f.value(&format!("salespulse_calls_total{ANSWERED_OUT}")), Some(2.0));
+    assert_eq!(f.value(&format!("salespulse_successful_contacts_total{SUCCESS_OUT}")), Some(1.0));
+    assert_eq!(f.value(&format!("salespulse_call_talk_seconds_total{SUCCESS_OUT}")), Some(79.9));
+    let windowed = r#"salespulse_window_calls{manager="ivanov",team="north",direction="outbound",status="answered",window="5m"}"#;
+    assert_eq!(f.value(windowed), Some(2.0));
+    f.clock.advance(10 * 60_000);
+    assert_eq!(f.value(windowed), Some(0.0));
+    assert_eq!(f.counter("salespulse_events_applied_total", ("stream", "call")), 2);
+}
+
+#[test]
+fn redelivered_offsets_and_repeated_event_ids_count_once() {
+    let f = fixture(|_| ());
+    let payload = salespulse_events::encode_json(&call_event("e1", "ivanov", T0, CallStatus::Answered, 50_000));
+    assert!(matches!(f.engine.ingest(&record("calls", 0, 7, &payload)), Outcome::Applied(_)));
+    assert!(matches!(f.engine.ingest(&record("calls", 0, 7, &payload)), Outcome::Duplicate(Duplicate::Offset)));
+    assert!(matches!(f.engine.ingest(&record("calls", 0, 8, &payload)), Outcome::Duplicate(Duplicate::EventId)));
+    assert_eq!(f.value(&format!("salespulse_calls_total{ANSWERED_OUT}")), Some(1.0));
+    assert_eq!(f.counter("salespulse_events_duplicate_total", ("kind", "offset")), 1);
+    assert_eq!(f.counter("salespulse_events_duplicate_total", ("kind", "event_id")), 1);
+    assert_eq!(f.engine.next_offset("calls", 0), Some(9));
+}
+
+#[test]
+fn bad_records_are_counted_and_do_not_disturb_good_ones() {
+    let f = fixture(|_| ());
+    let good = salespulse_events::encode_json(&call_event("e1", "ivanov", T0, CallStatus::Answered, 50_000));
+    let future = salespulse_events::encode_json(&call_event("e2", "ivanov", T0 + 6 * 60_000, CallStatus::Answered, 50_000));
+    let cases: [(&[u8], &str); 5] = [
+        (b"{\"event_id\": \"x\", truncated", "malformed_json"),
+        (b"", "empty_payload"),
+        (&[0xff, 0xfe, 0x01, 0x02], "malformed_protobuf"),
+        (&future, "future_timestamp"),
+        (br#"{"kind":"call","event_id":"e3","occurred_at":1760000000000,"manager_id":"+7 915 111-22-33","call_id":"c","direction":"inbound","status":"missed","started_at":1760000000000,"ended_at":1760000000000}"#, "invalid_manager_id"),
+    ];
+    let mut offset = 0;
+    for (payload, reason) in cases {
+        match f.engine.ingest(&record("calls", 0, offset, payload)) {
+            Outcome::Rejected(rejection) => assert_eq!(rejection.reason(), reason),
+            other => panic!("{reason}: {other:?}"),
+        }
+        assert_eq!(f.counter("salespulse_events_rejected_total", ("reason", reason)), 1, "{reason}");
+        offset += 1;
+    }
+    assert!(matches!(f.engine.ingest(&record("calls", 0, offset, &good)), Outcome::Applied(_)));
+    let body = f.scrape();
+    assert_eq!(value_in(&body, &format!("salespulse_calls_total{ANSWERED_OUT}")), Some(1.0));
+    assert!(!body.contains("915"), "a phone-like manager id reached a label: {body}");
+}
+
+#[test]
+fn header_wins_over_topic_encoding_and_topic_over_sniffing() {
+    let f = fixture(|c| {
+        c.topics.push(TopicConfig { name: "pbx".into(), encoding: Some(Encoding::Protobuf), kind: Some(Kind::Call) })
+    });
+    let json = salespulse_events::encode_json(&call_event("e1", "ivanov", T0, CallStatus::Missed, 0));
+    // The topic says protobuf: a JSON body without a header is rejected as protobuf garbage...
+    match f.engine.ingest(&record("pbx", 0, 0, &json)) {
+        Outcome::Rejected(r) => assert_eq!(r.reason(), "malformed_protobuf"),
+        other => panic!("{other:?}"),
+    }
+    // ...and accepted when its header says JSON.
+    let with_header = Record { content_type: Some(b"application/json; charset=utf-8"), ..record("pbx", 0, 1, &json) };
+    assert!(matches!(f.engine.ingest(&with_header), Outcome::Applied(Kind::Call)));
+    // An unconfigured topic sniffs.
+    let other = salespulse_events::encode_json(&call_event("e2", "ivanov", T0, CallStatus::Missed, 0));
+    assert!(matches!(f.engine.ingest(&record("misc", 0, 0, &other)), Outcome::Applied(Kind::Call)));
+}
+
+#[test]
+fn manager_cap_counts_overflow() {
+    let f = fixture(|c| c.max_managers = 2);
+    for (offset, manager) in ["a", "b", "c", "a"].iter().enumerate() {
+        let payload = salespulse_events::encode_json(&call_event(&format!("e{offset}"), manager, T0, CallStatus::Missed, 0));
+        let outcome = f.engine.ingest(&record("calls", 0, offset as i64, &payload));
+        assert_eq!(matches!(outcome, Outcome::Overflow), *manager == "c", "{manager}: {outcome:?}");
+    }
+    assert_eq!(f.engine.managers(), 2);
+    assert_eq!(f.counter_plain("salespulse_managers_overflow_events_total"), 1);
+}
+
+impl Fixture {
+    fn counter_plain(&self, name: &str) -> u64 {
+        self.registry
+            .gather()
+            .iter()
+            .find(|family| family.name() == name)
+            .map(|family| family.get_metric()[0].get_counter().get_value() as u64)
+            .unwrap_or(0)
+    }
+}
+
+#[test]
+fn a_manager_seen_on_two_partitions_is_one_series() {
+    let f = fixture(|_| ());
+    let a = salespulse_events::encode_json(&call_event("e1", "ivanov", T0, CallStatus::Answered, 41_000));
+    let b = salespulse_events::encode_json(&call_event("e2", "ivanov", T0, CallStatus::Answered, 41_000));
+    f.engine.ingest(&record("calls", 0, 0, &a));
+    f.engine.ingest(&record("calls", 1, 0, &b));
+    let body = f.scrape();
+    assert_eq!(body.matches("salespulse_calls_total{").count(), 1, "{body}");
+    assert_eq!(value_in(&body, &format!("salespulse_calls_total{ANSWERED_OUT}")), Some(2.0));
+}
+
+#[test]
+fn late_events_count_in_totals_only() {
+    let f = fixture(|_| ());
+    let payload = salespulse_events::encode_json(&call_event("e1", "ivanov", T0 - 2 * 3_600_000, CallStatus::Answered, 41_000));
+    assert!(matches!(f.engine.ingest(&record("calls", 0, 0, &payload)), Outcome::Applied(_)));
+    let body = f.scrape();
+    assert_eq!(value_in(&body, &format!("salespulse_calls_total{ANSWERED_OUT}")), Some(1.0));
+    let windowed = r#"salespulse_window_calls{manager="ivanov",team="north",direction="outbound",status="answered",window="1h"}"#;
+    assert_eq!(value_in(&body, windowed), Some(0.0));
+    assert_eq!(f.counter("salespulse_events_late_total", ("stream", "call")), 1);
+}
+
+proptest! {
+    /// Against a reference model: whatever mix of redeliveries (same offset) and producer
+    /// retries (same event id, new offset) arrives, each manager's totals and 1h window equal a
+    /// brute-force count over the distinct events (all within the de-duplication horizon).
+    #[test]
+    fn totals_match_reference_under_duplicates(
+        events in proptest::collection::vec((0usize..4, 0i64..3_000_000, 0u64..90_000, any::<bool>()), 1..60),
+        replays in proptest::collection::vec((any::<proptest::sample::Index>(), any::<bool>()), 0..40),
+    ) {
+        // Every retry here is within the de-duplication horizon (events span under an hour).
+        let f = fixture(|c| c.dedup_horizon_ms = 2 * 3_600_000);
+        let managers = ["a", "b", "c", "d"];
+        let payloads: Vec<(usize, i64, u64, bool, Vec<u8>)> = events
+            .iter()
+            .enumerate()
+            .map(|(i, (m, back, talk, answered))| {
+                let status = if *answered { CallStatus::Answered } else { CallStatus::NoAnswer };
+                let event = call_event(&format!("e{i}"), managers[*m], T0 - back, status, *talk);
+                (*m, T0 - back, *talk, *answered, salespulse_events::encode_protobuf(&event))
+            })
+            .collect();
+        let mut offset = 0i64;
+        for (_, _, _, _, payload) in &payloads {
+            f.engine.ingest(&record("calls", 0, offset, payload));
+            offset += 1;
+        }
+        for (index, same_offset) in &replays {
+            let i = index.index(payloads.len());
+            // A redelivery carries its original offset; a producer retry gets a new one.
+            let at = if *same_offset { i as i64 } else { offset += 1; offset };
+            f.engine.ingest(&record("calls", 0, at, &payloads[i].4));
+        }
+        let body = f.scrape();
+        for (m, manager) in managers.iter().enumerate() {
+            let mine: Vec<_> = payloads.iter().filter(|p| p.0 == m).collect();
+            let answered = mine.iter().filter(|p| p.3).count();
+            let successful = mine.iter().filter(|p| p.3 && p.2 >= 40_000).count();
+            let in_hour = mine.iter().filter(|p| p.3 && p.1 > T0 - 3_600_000 + 60_000).count();
+            let series = format!(r#"{{manager="{manager}",team="north",direction="outbound",status="answered"}}"#);
+            let got = value_in(&body, &format!("salespulse_calls_total{series}")).unwrap_or(0.0) as usize;
+            prop_assert_eq!(got, answered, "{}", manager);
+            let dir = format!(r#"{{manager="{manager}",team="north",direction="outbound"}}"#);
+            let got = value_in(&body, &format!("salespulse_successful_contacts_total{dir}")).unwrap_or(0.0) as usize;
+            prop_assert_eq!(got, successful, "{}", manager);
+            let windowed = format!(r#"salespulse_window_calls{{manager="{manager}",team="north",direction="outbound",status="answered",window="1h"}}"#);
+            let got = value_in(&body, &windowed).unwrap_or(0.0) as usize;
+            let upper = mine.iter().filter(|p| p.3 && p.1 > T0 - 3_600_000).count();
+            prop_assert!(got >= in_hour && got <= upper, "{} window {} not in [{}, {}]", manager, got, in_hour, upper);
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! The HTTP side of salespulse.
+//!
+//! [`serve`] answers `GET /metrics` with values computed at scrape time: the per-manager families
+//! straight from a snapshot of the [`Engine`]'s state, then the daemon's own instrumentation from a
+//! `prometheus` [`Registry`]. The format follows the `Accept` header: OpenMetrics for clients that
+//! ask for it (Prometheus does), the text format 0.0.4 otherwise. `GET /healthz` answers while the
+//! process serves; `GET /readyz` once ingest has joined its consumer group.
+//!
+//! A scrape never holds a lock across an `.await`: rendering is synchronous and locks one manager
+//! at a time, so ingest waits for at most one manager's snapshot.
+#![deny(missing_docs)]
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use prometheus::proto::MetricType as ProtoType;
+use prometheus::{Gauge, Registry};
+use salespulse_core::expo::{Format, MetricType, MetricWriter};
+use salespulse_engine::Engine;
+
+/// Tells whether the daemon is ready to be scraped as complete.
+pub type ReadyCheck = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// What the HTTP handlers read.
+pub struct Exporter {
+    engine: Arc<Engine>,
+    registry: Registry,
+    ready: ReadyCheck,
+    render_seconds: Gauge,
+}
+
+impl std::fmt::Debug for Exporter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Exporter").finish_non_exhaustive()
+    }
+}
+
+impl Exporter {
+    /// An exporter of `engine`'s state and of every collector in `registry`.
+    pub fn new(engine: Arc<Engine>, registry: Registry, ready: ReadyCheck) -> prometheus::Result<Exporter> {
+        let render_seconds = Gauge::new(
+            "salespulse_scrape_render_seconds",
+            "Time the previous /metrics scrape took to render its body.",
+        )?;
+        registry.register(Box::new(render_seconds.clone()))?;
+        Ok(Exporter { engine, registry, ready, render_seconds })
+    }
+
+    /// The whole `/metrics` body in `format`.
+    pub fn render(&self, format: Format) -> String {
+        let started = Instant::now();
+        let mut out = MetricWriter::new(format);
+        self.engine.render(&mut out);
+        write_registry(&self.registry, &mut out);
+        self.render_seconds.set(started.elapsed().as_secs_f64());
+        out.finish()
+    }
+}
+
+/// Serves the exporter on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    exporter: Arc<Exporter>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/", get(index))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(exporter);
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}
+
+async fn metrics(State(exporter): State<Arc<Exporter>>, headers: HeaderMap) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = Format::from_accept(accept);
+    // Rendering is CPU work on a snapshot; keep it off the async workers.
+    let rendered = tokio::task::spawn_blocking(move || exporter.render(format)).await;
+    match rendered {
+        Ok(body) => ([(header::CONTENT_TYPE, format.content_type())], body).into_response(),
+        Err(error) => {
+            tracing::error!(%error, "rendering /metrics failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "rendering failed\n").into_response()
+        }
+    }
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(exporter): State<Arc<Exporter>>) -> Response {
+    if (exporter.ready)() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready: waiting for the consumer group assignment\n").into_response()
+    }
+}
+
+async fn index() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        "<!doctype html><title>salespulse</title><h1>salespulse</h1>\
+         <ul><li><a href=\"/metrics\">/metrics</a></li><li><a href=\"/healthz\">/healthz</a></li>\
+         <li><a href=\"/readyz\">/readyz</a></li></ul>\n",
+    )
+}
+
+/// Writes every family of `registry` (counters, gauges, histograms; the daemon registers no
+/// other kind).
+pub fn write_registry(registry: &Registry, out: &mut MetricWriter) {
+    for family in registry.gather() {
+        let name = family.name();
+        let kind = match family.get_field_type() {
+            ProtoType::COUNTER => MetricType::Counter,
+            ProtoType::GAUGE => MetricType::Gauge,
+            ProtoType::HISTOGRAM => MetricType::Histogram,
+            _ => continue,
+        };
+        out.family(name, family.help(), kind);
+        for metric in family.get_metric() {
+            let labels: Vec<(&str, &str)> = metric.get_label().iter().map(|l| (l.name(), l.value())).collect();
+            match kind {
+                MetricType::Counter => out.sample(name, &labels, metric.get_counter().get_value()),
+                MetricType::Gauge => out.sample(name, &labels, metric.get_gauge().get_value()),
+                MetricType::Histogram => {
+                    let histogram = metric.get_histogram();
+                    let bucket_name = format!("{name}_bucket");
+                    let bounds = histogram.get_bucket().iter().map(|b| (b.upper_bound().to_string(), b.cumulative_count()));
+                    let infinite = std::iter::once(("+Inf".to_owned(), histogram.get_sample_count()));
+                    for (le, count) in bounds.chain(infinite) {
+                        let mut with_le = labels.clone();
+                        with_le.push(("le", &le));
+                        out.sample(&bucket_name, &with_le, count as f64);
+                    }
+                    out.sample(&format!("{name}_sum"), &labels, histogram.get_sample_sum());
+                    out.sample(&format!("{name}_count"), &labels, histogram.get_sample_count() as f64);
+                }
+            }
+        }
+    }
+}

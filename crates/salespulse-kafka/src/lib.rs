@@ -1,0 +1,42 @@
+//! Kafka ingest: the only crate of salespulse that knows librdkafka.
+//!
+//! [`Ingest`] is a consumer-group member on a dedicated thread. It polls records, hands each to the
+//! [`salespulse_engine::Engine`], and only then stores the record's offset; librdkafka commits
+//! stored offsets in the background and on rebalance, and [`Ingest::run`] commits once more,
+//! synchronously, when it stops. So a committed offset always means "applied" (at-least-once
+//! delivery; the engine's ledger turns redeliveries into no-ops).
+//!
+//! Besides the consumer: [`MockKafka`], librdkafka's in-process mock cluster for the zero-setup
+//! demo and fast tests, and [`EventProducer`], a small producer for simulators and fixtures.
+#![deny(missing_docs)]
+
+mod admin;
+mod consumer;
+mod mock;
+mod producer;
+
+pub use admin::create_topics;
+pub use consumer::{Health, Ingest, IngestConfig};
+pub use mock::MockKafka;
+pub use producer::EventProducer;
+
+/// A Kafka client could not be created or used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// librdkafka refused the configuration or an operation.
+    #[error("kafka: {context}: {source}")]
+    Kafka {
+        /// What was being done.
+        context: &'static str,
+        /// librdkafka's error.
+        source: rdkafka::error::KafkaError,
+    },
+    /// Registering the ingest metrics failed.
+    #[error("registering kafka metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+pub(crate) fn kafka_error(context: &'static str) -> impl FnOnce(rdkafka::error::KafkaError) -> Error {
+    move |source| Error::Kafka { context, source }
+}

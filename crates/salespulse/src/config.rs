@@ -1,0 +1,359 @@
+//! The configuration file: TOML, with `SALESPULSE__SECTION__KEY` environment overrides.
+//! Unknown keys are errors, so a typo never silently falls back to a default.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use salespulse_calls::CallsConfig;
+use salespulse_core::window::Windows;
+use salespulse_engine::{EngineConfig, TopicConfig};
+use salespulse_events::{Encoding, Kind};
+use salespulse_kafka::IngestConfig;
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Where to consume from.
+    pub kafka: KafkaSection,
+    /// Where to serve metrics.
+    #[serde(default)]
+    pub http: HttpSection,
+    /// Which windows to keep.
+    #[serde(default)]
+    pub windows: WindowsSection,
+    /// How calls are judged.
+    #[serde(default)]
+    pub calls: CallsSection,
+    /// Memory and input bounds.
+    #[serde(default)]
+    pub limits: LimitsSection,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogSection,
+}
+
+/// `[kafka]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSection {
+    /// `bootstrap.servers`, e.g. `127.0.0.1:9092`.
+    pub bootstrap_servers: String,
+    /// The consumer group; replicas in one group split the partitions.
+    #[serde(default = "default_group_id")]
+    pub group_id: String,
+    /// The topics to consume: names, or tables with per-topic decoding settings.
+    pub topics: Vec<TopicEntry>,
+    /// librdkafka properties passed through as they are (`"session.timeout.ms" = "10000"`).
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+/// One topic: a bare name, or a table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum TopicEntry {
+    /// Just the name: encoding sniffed per record unless a header says it, any kind.
+    Name(String),
+    /// Name with settings.
+    Table(TopicTable),
+}
+
+/// `[[kafka.topics]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicTable {
+    /// The topic.
+    pub name: String,
+    /// `auto` (default: sniff the body), `json` or `protobuf`; a `content-type` header wins.
+    #[serde(default)]
+    pub encoding: EncodingSetting,
+    /// `call`, `message`, `card_change`, or `mixed` (default: each record's `kind` field decides).
+    #[serde(default)]
+    pub kind: KindSetting,
+}
+
+/// The encoding of records without a `content-type` header.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum EncodingSetting {
+    /// Sniff: `{` starts JSON, anything else is protobuf.
+    #[default]
+    Auto,
+    /// JSON.
+    Json,
+    /// Protobuf.
+    Protobuf,
+}
+
+/// The kind of events a topic carries.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum KindSetting {
+    /// Any kind; the record says which.
+    #[default]
+    Mixed,
+    /// Calls only.
+    Call,
+    /// Messages only.
+    Message,
+    /// Card changes only.
+    CardChange,
+}
+
+/// `[http]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSection {
+    /// Address of `/metrics`, `/healthz` and `/readyz`.
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        HttpSection { listen: SocketAddr::from(([127, 0, 0, 1], 9898)) }
+    }
+}
+
+/// `[windows]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WindowsSection {
+    /// Sliding windows exported with a `window` label.
+    pub sliding: Vec<String>,
+}
+
+impl Default for WindowsSection {
+    fn default() -> Self {
+        WindowsSection { sliding: vec!["5m".into(), "1h".into()] }
+    }
+}
+
+/// `[calls]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CallsSection {
+    /// An answered call with at least this much talk is a successful contact (inclusive).
+    #[serde(with = "humantime_serde")]
+    pub successful_contact_min_talk: Duration,
+}
+
+impl Default for CallsSection {
+    fn default() -> Self {
+        CallsSection { successful_contact_min_talk: Duration::from_secs(40) }
+    }
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    /// Hard cap on managers held; events of further new managers are counted as overflow.
+    pub max_managers: usize,
+    /// Managers with no event for this long are evicted (their series disappear).
+    #[serde(with = "humantime_serde")]
+    pub manager_idle: Duration,
+    /// Events further ahead of the wall clock than this are rejected.
+    #[serde(with = "humantime_serde")]
+    pub future_tolerance: Duration,
+    /// A repeated event_id is dropped for at least this long of event time.
+    #[serde(with = "humantime_serde")]
+    pub dedup_horizon: Duration,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        LimitsSection {
+            max_managers: 50_000,
+            manager_idle: Duration::from_secs(24 * 3600),
+            future_tolerance: Duration::from_secs(300),
+            dedup_horizon: Duration::from_secs(900),
+        }
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `salespulse=debug,info`; `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection { format: LogFormat::Text, level: "info".into() }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The validated settings the daemon runs with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The engine's configuration.
+    pub engine: EngineConfig,
+    /// The consumer's configuration.
+    pub ingest: IngestConfig,
+    /// The HTTP listen address.
+    pub listen: SocketAddr,
+    /// Logging.
+    pub log: LogSection,
+}
+
+fn default_group_id() -> String {
+    "salespulse".into()
+}
+
+/// Reads `path` with environment overrides (`SALESPULSE__KAFKA__GROUP_ID=...`).
+pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
+    if !path.exists() {
+        bail!("config file {} does not exist", path.display());
+    }
+    let raw = config::Config::builder()
+        .add_source(config::File::from(path).format(config::FileFormat::Toml))
+        .add_source(
+            config::Environment::with_prefix("SALESPULSE")
+                .prefix_separator("__")
+                .separator("__")
+                .list_separator(",")
+                .with_list_parse_key("kafka.topics")
+                .with_list_parse_key("windows.sliding")
+                .try_parsing(true),
+        )
+        .build()
+        .with_context(|| format!("reading {}", path.display()))?;
+    raw.try_deserialize::<FileConfig>().with_context(|| format!("invalid configuration in {}", path.display()))
+}
+
+impl FileConfig {
+    /// Validates and converts into what the daemon runs with.
+    pub fn settings(&self) -> anyhow::Result<Settings> {
+        let windows = Windows::parse(&self.windows.sliding).context("[windows] sliding")?;
+        let mut engine = EngineConfig::new(windows);
+        engine.calls = CallsConfig { successful_talk_ms: self.calls.successful_contact_min_talk.as_millis() as u64 };
+        engine.max_managers = self.limits.max_managers;
+        engine.manager_idle_ms = millis(self.limits.manager_idle);
+        engine.future_tolerance_ms = millis(self.limits.future_tolerance);
+        engine.dedup_horizon_ms = millis(self.limits.dedup_horizon);
+        if self.kafka.topics.is_empty() {
+            bail!("[kafka] topics: at least one topic is needed");
+        }
+        let mut names = Vec::new();
+        for entry in &self.kafka.topics {
+            let topic = match entry {
+                TopicEntry::Name(name) => TopicConfig { name: name.trim().to_owned(), encoding: None, kind: None },
+                TopicEntry::Table(table) => TopicConfig {
+                    name: table.name.trim().to_owned(),
+                    encoding: match table.encoding {
+                        EncodingSetting::Auto => None,
+                        EncodingSetting::Json => Some(Encoding::Json),
+                        EncodingSetting::Protobuf => Some(Encoding::Protobuf),
+                    },
+                    kind: match table.kind {
+                        KindSetting::Mixed => None,
+                        KindSetting::Call => Some(Kind::Call),
+                        KindSetting::Message => Some(Kind::Message),
+                        KindSetting::CardChange => Some(Kind::CardChange),
+                    },
+                },
+            };
+            if topic.name.is_empty() {
+                bail!("[kafka] topics: a topic name is empty");
+            }
+            if names.contains(&topic.name) {
+                bail!("[kafka] topics: {:?} is listed twice", topic.name);
+            }
+            names.push(topic.name.clone());
+            engine.topics.push(topic);
+        }
+        let ingest = IngestConfig {
+            bootstrap_servers: self.kafka.bootstrap_servers.clone(),
+            group_id: self.kafka.group_id.clone(),
+            topics: names,
+            properties: self.kafka.properties.clone(),
+        };
+        Ok(Settings { engine, ingest, listen: self.http.listen, log: self.log.clone() })
+    }
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> anyhow::Result<Settings> {
+        let file: FileConfig = config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .build()?
+            .try_deserialize()?;
+        file.settings()
+    }
+
+    #[test]
+    fn minimal_file_gets_defaults() {
+        let settings = parse("[kafka]\nbootstrap_servers = \"127.0.0.1:9092\"\ntopics = [\"calls\"]\n").unwrap();
+        assert_eq!(settings.ingest.group_id, "salespulse");
+        assert_eq!(settings.engine.calls.successful_talk_ms, 40_000);
+        assert_eq!(settings.engine.windows.specs().len(), 2);
+        assert_eq!(settings.listen.to_string(), "127.0.0.1:9898");
+        assert_eq!(settings.engine.topics[0].encoding, None);
+    }
+
+    #[test]
+    fn topic_tables_and_durations() {
+        let settings = parse(
+            r#"
+            [kafka]
+            bootstrap_servers = "b:1"
+            [[kafka.topics]]
+            name = "pbx"
+            encoding = "protobuf"
+            kind = "call"
+            [kafka.properties]
+            "session.timeout.ms" = "10000"
+            [calls]
+            successful_contact_min_talk = "30s"
+            [windows]
+            sliding = ["1m", "8h"]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(settings.engine.topics[0].encoding, Some(Encoding::Protobuf));
+        assert_eq!(settings.engine.topics[0].kind, Some(Kind::Call));
+        assert_eq!(settings.engine.calls.successful_talk_ms, 30_000);
+        assert_eq!(settings.ingest.properties["session.timeout.ms"], "10000");
+        assert_eq!(settings.engine.windows.specs()[1].label, "8h");
+    }
+
+    #[test]
+    fn mistakes_are_errors() {
+        for (text, needle) in [
+            ("[kafka]\nbootstrap_servers = \"b\"\ntopics = [\"c\"]\ngroupid = \"x\"\n", "groupid"),
+            ("[kafka]\nbootstrap_servers = \"b\"\ntopics = []\n", "at least one topic"),
+            ("[kafka]\nbootstrap_servers = \"b\"\ntopics = [\"c\", \"c\"]\n", "twice"),
+            ("[kafka]\nbootstrap_servers = \"b\"\ntopics = [\"c\"]\n[windows]\nsliding = [\"soon\"]\n", "sliding"),
+            ("[kafka]\nbootstrap_servers = \"b\"\ntopics = [\"c\"]\n[http]\nlisten = \"nowhere\"\n", "listen"),
+        ] {
+            let error = format!("{:#}", parse(text).unwrap_err());
+            assert!(error.contains(needle), "{needle}: {error}");
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! Wiring: engine, ingest thread, exporter, shutdown.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use prometheus::Registry;
+use salespulse_core::clock::SystemClock;
+use salespulse_engine::Engine;
+use salespulse_exporter::Exporter;
+use salespulse_kafka::{Health, Ingest};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{LogFormat, LogSection, Settings};
+
+/// How long a stop may take before the process exits anyway: a consumer closing against an
+/// unreachable broker can otherwise hang.
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How often idle managers are evicted.
+const EVICT_EVERY: Duration = Duration::from_secs(60);
+
+/// Sets up logging to standard error.
+pub fn init_logging(log: &LogSection) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&log.level))
+        .with_context(|| format!("[log] level {:?}", log.level))?;
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    let result = match log.format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+    // A second init (the demo after a test harness, say) keeps the first subscriber.
+    let _ = result;
+    Ok(())
+}
+
+/// Runs `future` on a fresh multi-threaded runtime.
+pub fn block_on<F: Future<Output = anyhow::Result<()>>>(future: F) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("salespulse-rt")
+        .build()
+        .context("starting the async runtime")?
+        .block_on(future)
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; only SIGINT stops the daemon");
+                let _ = interrupt.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+    tracing::info!("shutdown requested");
+}
+
+/// Runs the daemon until `shutdown` completes: consume, apply, serve; then stop consuming,
+/// commit what was applied, and stop serving.
+pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let registry = Registry::new();
+    #[cfg(target_os = "linux")]
+    registry
+        .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
+        .context("registering process metrics")?;
+    let engine = Arc::new(Engine::new(settings.engine.clone(), Arc::new(SystemClock), &registry)?);
+    let health = Arc::new(Health::default());
+    let ingest = Ingest::new(&settings.ingest, Arc::clone(&engine), Arc::clone(&health), &registry)?;
+
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("binding {}", settings.listen))?;
+    let address = listener.local_addr()?;
+    let ready = Arc::clone(&health);
+    let exporter = Arc::new(Exporter::new(Arc::clone(&engine), registry, Arc::new(move || ready.joined()))?);
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(salespulse_exporter::serve(listener, exporter, async {
+        let _ = http_stopped.await;
+    }));
+    tracing::info!(
+        bootstrap = %settings.ingest.bootstrap_servers,
+        group = %settings.ingest.group_id,
+        topics = ?settings.ingest.topics,
+        "salespulse listening on http://{address}/metrics"
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ingest_done, ingest_stopped) = tokio::sync::oneshot::channel::<()>();
+    let ingest_stop = Arc::clone(&stop);
+    std::thread::Builder::new().name("ingest".into()).spawn(move || {
+        ingest.run(&ingest_stop);
+        // Closing the consumer leaves the group; it happens here, off the async runtime.
+        drop(ingest);
+        let _ = ingest_done.send(());
+    })?;
+
+    let evict_engine = Arc::clone(&engine);
+    let evictor = tokio::spawn(async move {
+        let mut every = tokio::time::interval(EVICT_EVERY);
+        loop {
+            every.tick().await;
+            let evicted = evict_engine.evict_idle();
+            if evicted > 0 {
+                tracing::info!(evicted, "evicted idle managers");
+            }
+        }
+    });
+
+    shutdown.await;
+    stop.store(true, Ordering::Relaxed);
+    evictor.abort();
+    if tokio::time::timeout(STOP_TIMEOUT, ingest_stopped).await.is_err() {
+        tracing::warn!("ingest did not stop within {STOP_TIMEOUT:?}; exiting anyway");
+    }
+    let _ = stop_http.send(());
+    match tokio::time::timeout(Duration::from_secs(5), server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(error))) => tracing::warn!(%error, "HTTP server failed"),
+        Ok(Err(error)) => tracing::warn!(%error, "HTTP server task failed"),
+        Err(_) => tracing::warn!("HTTP server did not stop within 5s"),
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what `make test` needs beyond Rust: kcat and promtool (Debian), Apache Kafka (Maven
+# Central jars, cached by scripts/kafka.sh). Idempotent: does nothing for what is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v kcat >/dev/null 2>&1 || missing+=(kcat)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v java >/dev/null 2>&1 || missing+=(default-jre-headless)
+command -v mvn >/dev/null 2>&1 || missing+=(maven)
+if ((${#missing[@]})); then
+    sudo=""
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null 2>&1 || { echo "install-test-deps: need root or sudo to install: ${missing[*]}" >&2; exit 1; }
+        sudo=sudo
+    fi
+    echo "install-test-deps: installing ${missing[*]} from Debian"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+scripts/kafka.sh install
+echo "install-test-deps: kcat $(kcat -V 2>/dev/null | head -1 | awk '{print $2}'), $(promtool --version 2>&1 | head -1)"

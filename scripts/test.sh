@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Runs the test suite: lint, the hermetic tests, then the tests against a real Kafka broker
+# (KAFKA_BOOTSTRAP if set, else one started here and stopped on exit).
+#   scripts/test.sh          everything
+#   scripts/test.sh broker   only the real-broker tests
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CARGO=${CARGO:-cargo}
+only=${1:-all}
+
+if [ "$only" = all ]; then
+    echo "== lint"
+    $CARGO fmt --all -- --check
+    $CARGO clippy --workspace --all-targets --features salespulse/broker-tests -- -D warnings
+    echo "== hermetic tests"
+    $CARGO test --workspace
+fi
+
+echo "== real-broker tests"
+started=""
+if [ -z "${KAFKA_BOOTSTRAP:-}" ]; then
+    export SALESPULSE_KAFKA_DIR=${SALESPULSE_KAFKA_DIR:-$(mktemp -d /tmp/salespulse-kafka.XXXXXX)}
+    trap 'scripts/kafka.sh stop || true' EXIT
+    KAFKA_BOOTSTRAP=$(scripts/kafka.sh start | tail -n 1)
+    export KAFKA_BOOTSTRAP
+    started=yes
+fi
+echo "Kafka at $KAFKA_BOOTSTRAP${started:+ (started for this run)}"
+$CARGO test -p salespulse --features broker-tests --test broker

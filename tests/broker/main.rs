@@ -1,0 +1,181 @@
+//! End-to-end tests against a real Apache Kafka broker named by `KAFKA_BOOTSTRAP`
+//! (`make test` starts one with `scripts/kafka.sh`). JSON fixtures are produced with `kcat`, a
+//! different Kafka client than ours; protobuf ones with the crate's producer. The daemon is the real
+//! binary, scraped over HTTP.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use salespulse_events::{Call, CallDirection, CallStatus, Event, EventBody};
+use salespulse_kafka::{create_topics, EventProducer};
+use support::{free_port, get, value, wait_for, write_config, Daemon};
+
+fn bootstrap() -> String {
+    std::env::var("KAFKA_BOOTSTRAP").expect("KAFKA_BOOTSTRAP must name a Kafka broker (make test starts one)")
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}-{}", std::process::id(), now_ms())
+}
+
+fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms).unwrap().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Produces the JSON fixture lines (`key<TAB>value`) with kcat, times filled in relative to `now`.
+fn kcat_produce(bootstrap: &str, topic: &str, fixture: &str, now: i64) {
+    let text = fixture
+        .replace("@NOW_MS@", &now.to_string())
+        .replace("@MS_AGO_60@", &(now - 60_000).to_string())
+        .replace("@MS_AGO_120@", &(now - 120_000).to_string())
+        .replace("@RFC3339_NOW@", &rfc3339(now))
+        .replace("@RFC3339_AGO_120@", &rfc3339(now - 120_000));
+    let mut kcat = Command::new("kcat")
+        .args(["-P", "-b", bootstrap, "-t", topic, "-K", "\t", "-H", "content-type=application/json", "-z", "none"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("kcat must be installed (make test installs it)");
+    kcat.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let status = kcat.wait().unwrap();
+    assert!(status.success(), "kcat failed: {status}");
+}
+
+fn proto_call(id: &str, manager: &str, now: i64, direction: CallDirection, status: CallStatus, answered_ago_ms: Option<i64>, talk_ms: u64) -> Vec<u8> {
+    salespulse_events::encode_protobuf(&Event {
+        event_id: id.into(),
+        occurred_at_ms: now,
+        manager_id: manager.into(),
+        team: Some("south".into()),
+        source: Some("pbx".into()),
+        body: EventBody::Call(Call {
+            call_id: format!("call-{id}"),
+            direction,
+            status,
+            started_at_ms: now - 300_000,
+            answered_at_ms: answered_ago_ms.map(|ago| now - ago),
+            ended_at_ms: now,
+            talk_ms,
+            client_id: None,
+            card_id: None,
+        }),
+    })
+}
+
+#[test]
+fn calls_end_to_end_exact_values_then_clean_restart() {
+    let bootstrap = bootstrap();
+    let topic = unique("it-calls");
+    create_topics(&bootstrap, &[(&topic, 2)]).expect("creating the topic");
+    let now = now_ms();
+
+    // 6 JSON records through kcat: 40 s exactly, 39.9 s, missed, busy, a truncated body, and a
+    // producer retry of the first event (same event_id, new offset).
+    kcat_produce(&bootstrap, &topic, include_str!("../fixtures/e2e/calls-json.txt"), now);
+    // 2 protobuf records: 125 s outbound, and inbound whose talk is derived from answered_at (61 s).
+    let producer = EventProducer::new(&bootstrap).unwrap();
+    let a = proto_call("e2e-p1", "petrova", now, CallDirection::Outbound, CallStatus::Answered, Some(125_000), 125_000);
+    producer.send(&topic, "petrova", &a, Some("application/x-protobuf")).unwrap();
+    // Leave talk_seconds out of the wire form: the daemon derives it from answered_at..ended_at.
+    let proto = {
+        use prost::Message as _;
+        let full = proto_call("e2e-p2", "petrova", now, CallDirection::Inbound, CallStatus::Answered, Some(61_000), 61_000);
+        let mut wire = salespulse_events::proto::Event::decode(full.as_slice()).unwrap();
+        if let Some(salespulse_events::proto::event::Kind::Call(call)) = wire.kind.as_mut() {
+            call.talk_seconds = None;
+        }
+        wire.encode_to_vec()
+    };
+    producer.send(&topic, "petrova", &proto, Some("application/x-protobuf")).unwrap();
+    producer.flush(Duration::from_secs(30)).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let group = unique("it-group");
+    let tables = format!("[[kafka.topics]]\nname = \"{topic}\"\nkind = \"call\"\n");
+    let config = write_config(dir.path(), &bootstrap, &group, &tables, listen);
+    let mut daemon = Daemon::run(&config, listen);
+
+    let received = format!(r#"salespulse_events_received_total{{topic="{topic}"}}"#);
+    let body = daemon.scrape_until("all 8 records", Duration::from_secs(60), |body| {
+        value(body, &received).filter(|n| *n >= 8.0).map(|_| body.to_owned())
+    });
+    let expect = [
+        (r#"salespulse_calls_total{manager="ivanov",team="north",direction="outbound",status="answered"}"#, 2.0),
+        (r#"salespulse_successful_contacts_total{manager="ivanov",team="north",direction="outbound"}"#, 1.0),
+        (r#"salespulse_call_talk_seconds_total{manager="ivanov",team="north",direction="outbound"}"#, 79.9),
+        (r#"salespulse_calls_total{manager="ivanov",team="north",direction="outbound",status="busy"}"#, 1.0),
+        (r#"salespulse_calls_total{manager="ivanov",team="north",direction="inbound",status="missed"}"#, 1.0),
+        (r#"salespulse_successful_contacts_total{manager="ivanov",team="north",direction="inbound"}"#, 0.0),
+        (r#"salespulse_calls_total{manager="petrova",team="south",direction="outbound",status="answered"}"#, 1.0),
+        (r#"salespulse_successful_contacts_total{manager="petrova",team="south",direction="outbound"}"#, 1.0),
+        (r#"salespulse_call_talk_seconds_total{manager="petrova",team="south",direction="inbound"}"#, 61.0),
+        (r#"salespulse_successful_contacts_total{manager="petrova",team="south",direction="inbound"}"#, 1.0),
+        (r#"salespulse_window_calls{manager="ivanov",team="north",direction="outbound",status="answered",window="5m"}"#, 2.0),
+        (r#"salespulse_window_successful_contacts{manager="ivanov",team="north",direction="outbound",window="5m"}"#, 1.0),
+        (r#"salespulse_window_call_talk_seconds{manager="ivanov",team="north",direction="outbound",window="1h"}"#, 79.9),
+        (r#"salespulse_window_successful_contacts{manager="petrova",team="south",direction="inbound",window="1h"}"#, 1.0),
+        (r#"salespulse_events_rejected_total{reason="malformed_json"}"#, 1.0),
+        (r#"salespulse_events_duplicate_total{kind="event_id"}"#, 1.0),
+        (r#"salespulse_events_applied_total{stream="call"}"#, 6.0),
+        ("salespulse_managers", 2.0),
+    ];
+    for (series, expected) in expect {
+        assert_eq!(value(&body, series), Some(expected), "{series}\n{body}");
+    }
+    // The truncated record and the retry touched nothing else: the busy and missed lines are
+    // the only other call series of ivanov.
+    assert_eq!(body.lines().filter(|l| l.starts_with(r#"salespulse_calls_total{manager="ivanov""#)).count(), 3, "{body}");
+    // No client phone number reaches a label.
+    assert!(!body.contains("79151112233"));
+
+    // The text format passes Prometheus' own linter; OpenMetrics is served to clients that ask.
+    promtool_check_metrics(&body);
+    let open = get(&daemon.url("/metrics"), Some("application/openmetrics-text;version=1.0.0,text/plain;q=0.5")).unwrap();
+    assert!(open.content_type.starts_with("application/openmetrics-text"), "{}", open.content_type);
+    assert!(open.body.ends_with("# EOF\n"));
+    assert!(open.body.contains("# TYPE salespulse_calls counter\n"));
+    assert_eq!(get(&daemon.url("/readyz"), None).unwrap().status, 200);
+
+    let status = daemon.terminate(Duration::from_secs(20));
+    assert!(status.success(), "exit status {status}");
+
+    // Restart in the same group: the committed offsets mean nothing is read twice, so the fresh
+    // state holds only the one new event.
+    let mut daemon = Daemon::run(&config, listen);
+    let readyz = daemon.url("/readyz");
+    wait_for("the restarted daemon to join", Duration::from_secs(60), || get(&readyz, None).filter(|a| a.status == 200));
+    let next = proto_call("e2e-p3", "petrova", now_ms(), CallDirection::Outbound, CallStatus::NoAnswer, None, 0);
+    producer.send(&topic, "petrova", &next, Some("application/x-protobuf")).unwrap();
+    producer.flush(Duration::from_secs(30)).unwrap();
+    let body = daemon.scrape_until("the new record", Duration::from_secs(60), |body| {
+        value(body, &received).filter(|n| *n >= 1.0).map(|_| body.to_owned())
+    });
+    assert_eq!(value(&body, &received), Some(1.0), "{body}");
+    assert_eq!(value(&body, r#"salespulse_calls_total{manager="petrova",team="south",direction="outbound",status="no_answer"}"#), Some(1.0));
+    assert_eq!(value(&body, r#"salespulse_calls_total{manager="ivanov",team="north",direction="outbound",status="answered"}"#), None);
+    let status = daemon.terminate(Duration::from_secs(20));
+    assert!(status.success(), "exit status {status}");
+}
+
+fn promtool_check_metrics(body: &str) {
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool must be installed (make test installs Debian's prometheus)");
+    promtool.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+    let output = promtool.wait_with_output().unwrap();
+    let problems = String::from_utf8_lossy(&output.stdout).to_string() + &String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "promtool check metrics: {problems}");
+}

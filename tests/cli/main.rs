@@ -1,0 +1,86 @@
+//! End-to-end tests of the `salespulse` binary that need no broker: configuration checking,
+//! serving and prompt shutdown while Kafka is unreachable, and the zero-setup demo.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::Duration;
+
+use support::{free_port, get, value, wait_for, write_config, Daemon};
+
+fn salespulse(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_salespulse")).args(args).output().expect("running salespulse")
+}
+
+#[test]
+fn check_config_accepts_a_good_file_and_names_the_bad_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let listen: SocketAddr = "127.0.0.1:9898".parse().unwrap();
+    let good = write_config(dir.path(), "127.0.0.1:9092", "g", "topics = [\"calls\"]", listen);
+    let output = salespulse(&["check-config", "--config", good.to_str().unwrap()]);
+    assert!(output.status.success(), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("ok"));
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[kafka]\nbootstrap_servers = \"b:1\"\ntopics = [\"calls\"]\ngroupid = \"typo\"\n").unwrap();
+    let output = salespulse(&["check-config", "--config", bad.to_str().unwrap()]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("groupid"), "the error should name the unknown key: {stderr}");
+
+    let output = salespulse(&["check-config", "--config", dir.path().join("missing.toml").to_str().unwrap()]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("does not exist"));
+}
+
+#[test]
+fn environment_overrides_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let listen: SocketAddr = "127.0.0.1:9898".parse().unwrap();
+    let config = write_config(dir.path(), "127.0.0.1:9092", "g", "topics = [\"calls\"]", listen);
+    let output = Command::new(env!("CARGO_BIN_EXE_salespulse"))
+        .args(["check-config", "--config", config.to_str().unwrap()])
+        .env("SALESPULSE__KAFKA__GROUP_ID", "from-env")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("\"from-env\""), "{output:?}");
+}
+
+#[test]
+fn serves_and_stops_promptly_while_kafka_is_unreachable() {
+    let dir = tempfile::tempdir().unwrap();
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    // Nothing listens on port 1: the consumer never joins a group.
+    let config = write_config(dir.path(), "127.0.0.1:1", "g", "topics = [\"calls\"]", listen);
+    let mut daemon = Daemon::run(&config, listen);
+    let body = daemon.scrape();
+    assert!(body.contains("salespulse_events_received_total") || body.contains("salespulse_events_rejected_total"));
+    assert_eq!(get(&daemon.url("/healthz"), None).unwrap().status, 200);
+    assert_eq!(get(&daemon.url("/readyz"), None).unwrap().status, 503);
+    let status = daemon.terminate(Duration::from_secs(20));
+    assert!(status.success(), "exit status {status}");
+}
+
+#[test]
+fn demo_shows_moving_numbers_on_the_in_process_kafka() {
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let address = listen.to_string();
+    let mut daemon = Daemon::start(
+        &["demo", "--listen", &address, "--managers", "4", "--calls-per-second", "50"],
+        &[("RUST_LOG", "warn")],
+        listen,
+    );
+    let readyz = daemon.url("/readyz");
+    wait_for("the demo to join its group", Duration::from_secs(60), || get(&readyz, None).filter(|a| a.status == 200));
+    let applied = daemon.scrape_until("the demo to apply 20 calls", Duration::from_secs(60), |body| {
+        value(body, r#"salespulse_events_applied_total{stream="call"}"#).filter(|n| *n >= 20.0)
+    });
+    assert!(applied >= 20.0);
+    let body = daemon.scrape();
+    assert!(body.contains(r#"salespulse_window_calls{manager="ivanov",team="north""#), "{body}");
+    let status = daemon.terminate(Duration::from_secs(20));
+    assert!(status.success(), "exit status {status}");
+}

@@ -1,0 +1,136 @@
+//! Helpers shared by the end-to-end tests: run the real `salespulse` binary, scrape it over HTTP,
+//! wait for conditions (never a fixed sleep), stop it by PID.
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free TCP port on 127.0.0.1 (bound and released; the daemon binds it right after).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, or panics after `timeout` with `what`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(found) = check() {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One HTTP answer.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub content_type: String,
+    pub body: String,
+}
+
+/// `GET url` with an optional `Accept` header; `None` when nothing answers.
+pub fn get(url: &str, accept: Option<&str>) -> Option<Answer> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .into();
+    let mut request = agent.get(url);
+    if let Some(accept) = accept {
+        request = request.header("Accept", accept);
+    }
+    let mut response = request.call().ok()?;
+    let status = response.status().as_u16();
+    let content_type =
+        response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let mut body = String::new();
+    response.body_mut().as_reader().read_to_string(&mut body).ok()?;
+    Some(Answer { status, content_type, body })
+}
+
+/// The value of the sample `series` (name with its labels exactly as rendered) in `body`.
+pub fn value(body: &str, series: &str) -> Option<f64> {
+    body.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// A running `salespulse` process, killed on drop if still running.
+pub struct Daemon {
+    pub child: Child,
+    pub address: SocketAddr,
+}
+
+impl Daemon {
+    /// Starts `salespulse ARGS` with extra environment; the daemon must serve on `address`.
+    pub fn start(args: &[&str], env: &[(&str, &str)], address: SocketAddr) -> Daemon {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_salespulse"));
+        command.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::inherit());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let child = command.spawn().expect("starting salespulse");
+        Daemon { child, address }
+    }
+
+    /// `salespulse run --config CONFIG` serving on `address`.
+    pub fn run(config: &Path, address: SocketAddr) -> Daemon {
+        let config = config.to_str().expect("utf-8 path");
+        Daemon::start(&["run", "--config", config], &[("RUST_LOG", "info")], address)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.address, path)
+    }
+
+    /// Waits until `/metrics` answers and returns the body.
+    pub fn scrape(&self) -> String {
+        let url = self.url("/metrics");
+        wait_for("/metrics to answer", Duration::from_secs(30), || get(&url, None).filter(|a| a.status == 200)).body
+    }
+
+    /// Scrapes until `check` finds what it wants in the body.
+    pub fn scrape_until<T>(&mut self, what: &str, timeout: Duration, mut check: impl FnMut(&str) -> Option<T>) -> T {
+        let url = self.url("/metrics");
+        let child = &mut self.child;
+        wait_for(what, timeout, || {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("salespulse exited with {status} while waiting for {what}");
+            }
+            get(&url, None).filter(|a| a.status == 200).and_then(|a| check(&a.body))
+        })
+    }
+
+    /// Sends SIGTERM and waits for the exit status, at most `timeout`.
+    pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().expect("running kill");
+        assert!(sent.success(), "kill -TERM {pid} failed");
+        let child = &mut self.child;
+        wait_for("salespulse to exit after SIGTERM", timeout, || child.try_wait().ok().flatten())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A config file for `salespulse run` in `dir`.
+pub fn write_config(dir: &Path, bootstrap: &str, group: &str, topic_tables: &str, listen: SocketAddr) -> std::path::PathBuf {
+    let path = dir.join("salespulse.toml");
+    let text = format!(
+        "[kafka]\nbootstrap_servers = \"{bootstrap}\"\ngroup_id = \"{group}\"\n{topic_tables}\n\
+         [kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n\
+         [http]\nlisten = \"{listen}\"\n"
+    );
+    std::fs::write(&path, text).expect("writing the config");
+    path
+}
