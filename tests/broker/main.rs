@@ -49,7 +49,15 @@ fn kcat_produce(bootstrap: &str, topic: &str, fixture: &str, now: i64) {
     assert!(status.success(), "kcat failed: {status}");
 }
 
-fn proto_call(id: &str, manager: &str, now: i64, direction: CallDirection, status: CallStatus, answered_ago_ms: Option<i64>, talk_ms: u64) -> Vec<u8> {
+fn proto_call(
+    id: &str,
+    manager: &str,
+    now: i64,
+    direction: CallDirection,
+    status: CallStatus,
+    answered_ago_ms: Option<i64>,
+    talk_ms: u64,
+) -> Vec<u8> {
     salespulse_events::encode_protobuf(&Event {
         event_id: id.into(),
         occurred_at_ms: now,
@@ -87,7 +95,8 @@ fn calls_end_to_end_exact_values_then_clean_restart() {
     // Leave talk_seconds out of the wire form: the daemon derives it from answered_at..ended_at.
     let proto = {
         use prost::Message as _;
-        let full = proto_call("e2e-p2", "petrova", now, CallDirection::Inbound, CallStatus::Answered, Some(61_000), 61_000);
+        let full =
+            proto_call("e2e-p2", "petrova", now, CallDirection::Inbound, CallStatus::Answered, Some(61_000), 61_000);
         let mut wire = salespulse_events::proto::Event::decode(full.as_slice()).unwrap();
         if let Some(salespulse_events::proto::event::Kind::Call(call)) = wire.kind.as_mut() {
             call.talk_seconds = None;
@@ -119,10 +128,22 @@ fn calls_end_to_end_exact_values_then_clean_restart() {
         (r#"salespulse_successful_contacts_total{manager="petrova",team="south",direction="outbound"}"#, 1.0),
         (r#"salespulse_call_talk_seconds_total{manager="petrova",team="south",direction="inbound"}"#, 61.0),
         (r#"salespulse_successful_contacts_total{manager="petrova",team="south",direction="inbound"}"#, 1.0),
-        (r#"salespulse_window_calls{manager="ivanov",team="north",direction="outbound",status="answered",window="5m"}"#, 2.0),
-        (r#"salespulse_window_successful_contacts{manager="ivanov",team="north",direction="outbound",window="5m"}"#, 1.0),
-        (r#"salespulse_window_call_talk_seconds{manager="ivanov",team="north",direction="outbound",window="1h"}"#, 79.9),
-        (r#"salespulse_window_successful_contacts{manager="petrova",team="south",direction="inbound",window="1h"}"#, 1.0),
+        (
+            r#"salespulse_window_calls{manager="ivanov",team="north",direction="outbound",status="answered",window="5m"}"#,
+            2.0,
+        ),
+        (
+            r#"salespulse_window_successful_contacts{manager="ivanov",team="north",direction="outbound",window="5m"}"#,
+            1.0,
+        ),
+        (
+            r#"salespulse_window_call_talk_seconds{manager="ivanov",team="north",direction="outbound",window="1h"}"#,
+            79.9,
+        ),
+        (
+            r#"salespulse_window_successful_contacts{manager="petrova",team="south",direction="inbound",window="1h"}"#,
+            1.0,
+        ),
         (r#"salespulse_events_rejected_total{reason="malformed_json"}"#, 1.0),
         (r#"salespulse_events_duplicate_total{kind="event_id"}"#, 1.0),
         (r#"salespulse_events_applied_total{stream="call"}"#, 6.0),
@@ -133,13 +154,18 @@ fn calls_end_to_end_exact_values_then_clean_restart() {
     }
     // The truncated record and the retry touched nothing else: the busy and missed lines are
     // the only other call series of ivanov.
-    assert_eq!(body.lines().filter(|l| l.starts_with(r#"salespulse_calls_total{manager="ivanov""#)).count(), 3, "{body}");
+    assert_eq!(
+        body.lines().filter(|l| l.starts_with(r#"salespulse_calls_total{manager="ivanov""#)).count(),
+        3,
+        "{body}"
+    );
     // No client phone number reaches a label.
     assert!(!body.contains("79151112233"));
 
     // The text format passes Prometheus' own linter; OpenMetrics is served to clients that ask.
     promtool_check_metrics(&body);
-    let open = get(&daemon.url("/metrics"), Some("application/openmetrics-text;version=1.0.0,text/plain;q=0.5")).unwrap();
+    let open =
+        get(&daemon.url("/metrics"), Some("application/openmetrics-text;version=1.0.0,text/plain;q=0.5")).unwrap();
     assert!(open.content_type.starts_with("application/openmetrics-text"), "{}", open.content_type);
     assert!(open.body.ends_with("# EOF\n"));
     assert!(open.body.contains("# TYPE salespulse_calls counter\n"));
@@ -152,7 +178,9 @@ fn calls_end_to_end_exact_values_then_clean_restart() {
     // state holds only the one new event.
     let mut daemon = Daemon::run(&config, listen);
     let readyz = daemon.url("/readyz");
-    wait_for("the restarted daemon to join", Duration::from_secs(60), || get(&readyz, None).filter(|a| a.status == 200));
+    wait_for("the restarted daemon to join", Duration::from_secs(60), || {
+        get(&readyz, None).filter(|a| a.status == 200)
+    });
     let next = proto_call("e2e-p3", "petrova", now_ms(), CallDirection::Outbound, CallStatus::NoAnswer, None, 0);
     producer.send(&topic, "petrova", &next, Some("application/x-protobuf")).unwrap();
     producer.flush(Duration::from_secs(30)).unwrap();
@@ -160,8 +188,17 @@ fn calls_end_to_end_exact_values_then_clean_restart() {
         value(body, &received).filter(|n| *n >= 1.0).map(|_| body.to_owned())
     });
     assert_eq!(value(&body, &received), Some(1.0), "{body}");
-    assert_eq!(value(&body, r#"salespulse_calls_total{manager="petrova",team="south",direction="outbound",status="no_answer"}"#), Some(1.0));
-    assert_eq!(value(&body, r#"salespulse_calls_total{manager="ivanov",team="north",direction="outbound",status="answered"}"#), None);
+    assert_eq!(
+        value(
+            &body,
+            r#"salespulse_calls_total{manager="petrova",team="south",direction="outbound",status="no_answer"}"#
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&body, r#"salespulse_calls_total{manager="ivanov",team="north",direction="outbound",status="answered"}"#),
+        None
+    );
     let status = daemon.terminate(Duration::from_secs(20));
     assert!(status.success(), "exit status {status}");
 }

@@ -124,7 +124,13 @@ impl Drop for Daemon {
 }
 
 /// A config file for `salespulse run` in `dir`.
-pub fn write_config(dir: &Path, bootstrap: &str, group: &str, topic_tables: &str, listen: SocketAddr) -> std::path::PathBuf {
+pub fn write_config(
+    dir: &Path,
+    bootstrap: &str,
+    group: &str,
+    topic_tables: &str,
+    listen: SocketAddr,
+) -> std::path::PathBuf {
     let path = dir.join("salespulse.toml");
     let text = format!(
         "[kafka]\nbootstrap_servers = \"{bootstrap}\"\ngroup_id = \"{group}\"\n{topic_tables}\n\

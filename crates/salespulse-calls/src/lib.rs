@@ -148,7 +148,11 @@ pub struct CallRow<'a> {
 pub fn render(rows: &[CallRow<'_>], windows: &Windows, out: &mut MetricWriter) {
     let specs = windows.specs();
 
-    out.family("salespulse_calls_total", "Finished calls since the manager appeared, by direction and status.", MetricType::Counter);
+    out.family(
+        "salespulse_calls_total",
+        "Finished calls since the manager appeared, by direction and status.",
+        MetricType::Counter,
+    );
     for_each_status(rows, |row, dir, status| {
         let value = row.calls.totals.calls[dir.index()][status.index()];
         let mut labels = Labels::new(row);
@@ -156,11 +160,19 @@ pub fn render(rows: &[CallRow<'_>], windows: &Windows, out: &mut MetricWriter) {
         out.sample("salespulse_calls_total", labels.as_slice(), value as f64);
     });
 
-    out.family("salespulse_call_talk_seconds_total", "Talk time of finished calls since the manager appeared, seconds.", MetricType::Counter);
+    out.family(
+        "salespulse_call_talk_seconds_total",
+        "Talk time of finished calls since the manager appeared, seconds.",
+        MetricType::Counter,
+    );
     for_each_direction(rows, |row, dir| {
         let mut labels = Labels::new(row);
         labels.push("direction", dir.as_str());
-        out.sample("salespulse_call_talk_seconds_total", labels.as_slice(), seconds(row.calls.totals.talk_ms[dir.index()]));
+        out.sample(
+            "salespulse_call_talk_seconds_total",
+            labels.as_slice(),
+            seconds(row.calls.totals.talk_ms[dir.index()]),
+        );
     });
 
     out.family(
@@ -171,10 +183,18 @@ pub fn render(rows: &[CallRow<'_>], windows: &Windows, out: &mut MetricWriter) {
     for_each_direction(rows, |row, dir| {
         let mut labels = Labels::new(row);
         labels.push("direction", dir.as_str());
-        out.sample("salespulse_successful_contacts_total", labels.as_slice(), row.calls.totals.successful[dir.index()] as f64);
+        out.sample(
+            "salespulse_successful_contacts_total",
+            labels.as_slice(),
+            row.calls.totals.successful[dir.index()] as f64,
+        );
     });
 
-    out.family("salespulse_window_calls", "Finished calls in the sliding window, by direction and status.", MetricType::Gauge);
+    out.family(
+        "salespulse_window_calls",
+        "Finished calls in the sliding window, by direction and status.",
+        MetricType::Gauge,
+    );
     for_each_status(rows, |row, dir, status| {
         for (spec, counts) in specs.iter().zip(&row.calls.windows) {
             let mut labels = Labels::new(row);
@@ -183,7 +203,11 @@ pub fn render(rows: &[CallRow<'_>], windows: &Windows, out: &mut MetricWriter) {
         }
     });
 
-    out.family("salespulse_window_call_talk_seconds", "Talk time of finished calls in the sliding window, seconds.", MetricType::Gauge);
+    out.family(
+        "salespulse_window_call_talk_seconds",
+        "Talk time of finished calls in the sliding window, seconds.",
+        MetricType::Gauge,
+    );
     for_each_direction(rows, |row, dir| {
         for (spec, counts) in specs.iter().zip(&row.calls.windows) {
             let mut labels = Labels::new(row);
@@ -201,7 +225,11 @@ pub fn render(rows: &[CallRow<'_>], windows: &Windows, out: &mut MetricWriter) {
         for (spec, counts) in specs.iter().zip(&row.calls.windows) {
             let mut labels = Labels::new(row);
             labels.push("direction", dir.as_str()).push("window", &spec.label);
-            out.sample("salespulse_window_successful_contacts", labels.as_slice(), counts.successful[dir.index()] as f64);
+            out.sample(
+                "salespulse_window_successful_contacts",
+                labels.as_slice(),
+                counts.successful[dir.index()] as f64,
+            );
         }
     });
 }
@@ -291,7 +319,11 @@ mod tests {
             (CallStatus::Missed, 60_000, false),
             (CallStatus::Busy, 0, false),
         ] {
-            assert_eq!(is_successful(&config, &call(CallDirection::Inbound, status, talk_ms)), expected, "{status:?} {talk_ms}");
+            assert_eq!(
+                is_successful(&config, &call(CallDirection::Inbound, status, talk_ms)),
+                expected,
+                "{status:?} {talk_ms}"
+            );
         }
     }
 
@@ -303,7 +335,16 @@ mod tests {
         let answered = call(CallDirection::Outbound, CallStatus::Answered, 45_000);
         assert_eq!(state.apply(&windows, &config, &answered, T0 - 10_000, T0), 2);
         assert_eq!(state.apply(&windows, &config, &answered, T0 - 20 * 60_000, T0), 1);
-        assert_eq!(state.apply(&windows, &config, &call(CallDirection::Inbound, CallStatus::Missed, 0), T0 - 2 * 3_600_000, T0), 0);
+        assert_eq!(
+            state.apply(
+                &windows,
+                &config,
+                &call(CallDirection::Inbound, CallStatus::Missed, 0),
+                T0 - 2 * 3_600_000,
+                T0
+            ),
+            0
+        );
         let snap = state.snapshot(&windows, T0);
         assert_eq!(snap.totals.calls[1][0], 2);
         assert_eq!(snap.totals.calls[0][1], 1);
@@ -342,7 +383,12 @@ mod tests {
         let mut out = MetricWriter::new(Format::Text);
         render(&[CallRow { manager: "ivanov", team: None, calls: &later }], &windows, &mut out);
         let body = out.finish();
-        assert!(body.contains(r#"salespulse_window_calls{manager="ivanov",direction="inbound",status="answered",window="5m"} 0"#), "{body}");
+        assert!(
+            body.contains(
+                r#"salespulse_window_calls{manager="ivanov",direction="inbound",status="answered",window="5m"} 0"#
+            ),
+            "{body}"
+        );
     }
 
     #[test]

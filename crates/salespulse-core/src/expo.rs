@@ -33,10 +33,7 @@ impl Format {
         for range in accept.split(',') {
             let mut parts = range.split(';').map(str::trim);
             let media = parts.next().unwrap_or_default().to_ascii_lowercase();
-            let quality = parts
-                .filter_map(|p| p.strip_prefix("q="))
-                .find_map(|q| q.parse::<f32>().ok())
-                .unwrap_or(1.0);
+            let quality = parts.filter_map(|p| p.strip_prefix("q=")).find_map(|q| q.parse::<f32>().ok()).unwrap_or(1.0);
             let format = match media.as_str() {
                 "application/openmetrics-text" => Format::OpenMetrics,
                 "text/plain" | "*/*" | "text/*" => Format::Text,

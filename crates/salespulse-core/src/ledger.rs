@@ -151,7 +151,6 @@ impl Hasher for IdentityHasher {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

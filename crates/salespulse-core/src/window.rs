@@ -65,10 +65,8 @@ impl Windows {
         let mut lengths = Vec::with_capacity(texts.len());
         for text in texts {
             let text = text.as_ref().trim();
-            let length = humantime::parse_duration(text).map_err(|source| WindowError::Parse {
-                text: text.to_owned(),
-                source,
-            })?;
+            let length = humantime::parse_duration(text)
+                .map_err(|source| WindowError::Parse { text: text.to_owned(), source })?;
             lengths.push((text.to_owned(), length));
         }
         Windows::new(lengths)
@@ -141,13 +139,7 @@ impl<B: Default> Windowed<B> {
     /// Applies `apply` to the bucket of `event_ms` in every window that still covers it at
     /// `now_ms`, and returns in how many windows it landed (0: the event is late for all of them).
     /// An event time after `now_ms` counts as `now_ms`.
-    pub fn update(
-        &mut self,
-        windows: &Windows,
-        event_ms: i64,
-        now_ms: i64,
-        mut apply: impl FnMut(&mut B),
-    ) -> usize {
+    pub fn update(&mut self, windows: &Windows, event_ms: i64, now_ms: i64, mut apply: impl FnMut(&mut B)) -> usize {
         let event_ms = event_ms.min(now_ms);
         let mut landed = 0;
         for (ring, spec) in self.rings.iter_mut().zip(&windows.specs) {
@@ -175,8 +167,7 @@ impl<B: Default> Windowed<B> {
 
     /// Visits every bucket of window `window_index` that is inside the window at `now_ms`.
     pub fn fold(&self, windows: &Windows, window_index: usize, now_ms: i64, mut visit: impl FnMut(&B)) {
-        let (Some(ring), Some(spec)) = (self.rings.get(window_index), windows.specs.get(window_index))
-        else {
+        let (Some(ring), Some(spec)) = (self.rings.get(window_index), windows.specs.get(window_index)) else {
             return;
         };
         let now_index = now_ms.div_euclid(spec.bucket_ms);

@@ -112,12 +112,15 @@ struct TopicSettings {
     kind: Option<Kind>,
 }
 
+/// A topic's name and a partition number.
+type TopicPartition = (Box<str>, i32);
+
 /// The pipeline's state and configuration.
 pub struct Engine {
     config: EngineConfig,
     clock: Arc<dyn Clock>,
     table: ManagerTable<ManagerState>,
-    partitions: RwLock<HashMap<(Box<str>, i32), Arc<PartitionContext>>>,
+    partitions: RwLock<HashMap<TopicPartition, Arc<PartitionContext>>>,
     next_partition_id: AtomicU32,
     metrics: EngineMetrics,
     reject_log: RateLimited,
@@ -180,13 +183,20 @@ impl Engine {
 
     fn decode(&self, record: &Record<'_>, topic: TopicSettings) -> Result<Event, Rejection> {
         let payload = record.payload.unwrap_or_default();
-        let encoding = record
+        let declared = record
             .content_type
             .and_then(|value| std::str::from_utf8(value).ok())
             .and_then(Encoding::from_content_type)
-            .or(topic.encoding)
-            .unwrap_or_else(|| Encoding::sniff(payload));
-        Ok(salespulse_events::decode(payload, encoding, topic.kind)?)
+            .or(topic.encoding);
+        let encoding = declared.unwrap_or_else(|| Encoding::sniff(payload));
+        match salespulse_events::decode(payload, encoding, topic.kind) {
+            // Sniffing can take a protobuf body for JSON (an `event_id` of 123 bytes encodes as
+            // `\n{`): when nothing declared the encoding, give protobuf a chance before rejecting.
+            Err(error) if declared.is_none() && encoding == Encoding::Json && error.reason() == "malformed_json" => {
+                salespulse_events::decode(payload, Encoding::Protobuf, topic.kind).map_err(|_| error.into())
+            }
+            result => Ok(result?),
+        }
     }
 
     fn reject(&self, record: &Record<'_>, rejection: Rejection) -> Outcome {
@@ -240,12 +250,15 @@ impl Engine {
             return found;
         }
         let mut partitions = self.partitions.write();
-        let key: (Box<str>, i32) = (topic.into(), partition);
+        let key: TopicPartition = (topic.into(), partition);
         let ctx = partitions.entry(key).or_insert_with(|| {
             let id = self.next_partition_id.fetch_add(1, Ordering::Relaxed);
             let settings = self.config.topic(topic);
             Arc::new(PartitionContext {
-                topic: TopicSettings { encoding: settings.and_then(|t| t.encoding), kind: settings.and_then(|t| t.kind) },
+                topic: TopicSettings {
+                    encoding: settings.and_then(|t| t.encoding),
+                    kind: settings.and_then(|t| t.kind),
+                },
                 ledger: Mutex::new(Ledger::new(self.config.dedup_horizon_ms)),
                 managers: self.table.partition(id),
                 received: self.metrics.received_for(topic),
@@ -295,10 +308,8 @@ impl Engine {
             }
             true
         });
-        let call_rows: Vec<CallRow<'_>> = rows
-            .iter()
-            .map(|(manager, team, calls)| CallRow { manager, team: team.as_deref(), calls })
-            .collect();
+        let call_rows: Vec<CallRow<'_>> =
+            rows.iter().map(|(manager, team, calls)| CallRow { manager, team: team.as_deref(), calls }).collect();
         salespulse_calls::render(&call_rows, windows, out);
         self.metrics.managers.set(self.table.len() as i64);
     }

@@ -1,7 +1,7 @@
 //! The engine's own instrumentation. Every labelled child is created up front (or once per new
 //! topic), so the hot path never looks a label set up.
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, GaugeVec, Opts, Registry};
+use prometheus::{GaugeVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use salespulse_core::ledger::Duplicate;
 use salespulse_events::Kind;
 
@@ -51,7 +51,10 @@ impl EngineMetrics {
             &["stream"],
         )?;
         let rejected_vec = IntCounterVec::new(
-            Opts::new("salespulse_events_rejected_total", "Records not applied because they did not decode or validate, by reason."),
+            Opts::new(
+                "salespulse_events_rejected_total",
+                "Records not applied because they did not decode or validate, by reason.",
+            ),
             &["reason"],
         )?;
         let duplicate_vec = IntCounterVec::new(

@@ -88,13 +88,15 @@ const SUCCESS_OUT: &str = r#"{manager="ivanov",team="north",direction="outbound"
 fn applies_json_and_protobuf_calls() {
     let f = fixture(|_| ());
     let json = salespulse_events::encode_json(&call_event("e1", "ivanov", T0 - 1_000, CallStatus::Answered, 40_000));
-    let proto = salespulse_events::encode_protobuf(&call_event("e2", "ivanov", T0 - 1_000, CallStatus::Answered, 39_900));
+    let proto =
+        salespulse_events::encode_protobuf(&call_event("e2", "ivanov", T0 - 1_000, CallStatus::Answered, 39_900));
     assert!(matches!(f.engine.ingest(&record("calls", 0, 0, &json)), Outcome::Applied(Kind::Call)));
     assert!(matches!(f.engine.ingest(&record("calls", 0, 1, &proto)), Outcome::Applied(Kind::Call)));
     assert_eq!(f.value(&format!("salespulse_calls_total{ANSWERED_OUT}")), Some(2.0));
     assert_eq!(f.value(&format!("salespulse_successful_contacts_total{SUCCESS_OUT}")), Some(1.0));
     assert_eq!(f.value(&format!("salespulse_call_talk_seconds_total{SUCCESS_OUT}")), Some(79.9));
-    let windowed = r#"salespulse_window_calls{manager="ivanov",team="north",direction="outbound",status="answered",window="5m"}"#;
+    let windowed =
+        r#"salespulse_window_calls{manager="ivanov",team="north",direction="outbound",status="answered",window="5m"}"#;
     assert_eq!(f.value(windowed), Some(2.0));
     f.clock.advance(10 * 60_000);
     assert_eq!(f.value(windowed), Some(0.0));
@@ -118,7 +120,8 @@ fn redelivered_offsets_and_repeated_event_ids_count_once() {
 fn bad_records_are_counted_and_do_not_disturb_good_ones() {
     let f = fixture(|_| ());
     let good = salespulse_events::encode_json(&call_event("e1", "ivanov", T0, CallStatus::Answered, 50_000));
-    let future = salespulse_events::encode_json(&call_event("e2", "ivanov", T0 + 6 * 60_000, CallStatus::Answered, 50_000));
+    let future =
+        salespulse_events::encode_json(&call_event("e2", "ivanov", T0 + 6 * 60_000, CallStatus::Answered, 50_000));
     let cases: [(&[u8], &str); 5] = [
         (b"{\"event_id\": \"x\", truncated", "malformed_json"),
         (b"", "empty_payload"),
@@ -161,10 +164,21 @@ fn header_wins_over_topic_encoding_and_topic_over_sniffing() {
 }
 
 #[test]
+fn sniffing_recovers_protobuf_that_looks_like_json() {
+    let f = fixture(|_| ());
+    // Field 1 (tag 0x0a) with length 123 (`{`): the body starts with "\n{".
+    let id = "x".repeat(123);
+    let payload = salespulse_events::encode_protobuf(&call_event(&id, "ivanov", T0, CallStatus::Missed, 0));
+    assert_eq!(&payload[..2], b"\n{");
+    assert!(matches!(f.engine.ingest(&record("calls", 0, 0, &payload)), Outcome::Applied(Kind::Call)));
+}
+
+#[test]
 fn manager_cap_counts_overflow() {
     let f = fixture(|c| c.max_managers = 2);
     for (offset, manager) in ["a", "b", "c", "a"].iter().enumerate() {
-        let payload = salespulse_events::encode_json(&call_event(&format!("e{offset}"), manager, T0, CallStatus::Missed, 0));
+        let payload =
+            salespulse_events::encode_json(&call_event(&format!("e{offset}"), manager, T0, CallStatus::Missed, 0));
         let outcome = f.engine.ingest(&record("calls", 0, offset as i64, &payload));
         assert_eq!(matches!(outcome, Outcome::Overflow), *manager == "c", "{manager}: {outcome:?}");
     }
@@ -198,11 +212,13 @@ fn a_manager_seen_on_two_partitions_is_one_series() {
 #[test]
 fn late_events_count_in_totals_only() {
     let f = fixture(|_| ());
-    let payload = salespulse_events::encode_json(&call_event("e1", "ivanov", T0 - 2 * 3_600_000, CallStatus::Answered, 41_000));
+    let payload =
+        salespulse_events::encode_json(&call_event("e1", "ivanov", T0 - 2 * 3_600_000, CallStatus::Answered, 41_000));
     assert!(matches!(f.engine.ingest(&record("calls", 0, 0, &payload)), Outcome::Applied(_)));
     let body = f.scrape();
     assert_eq!(value_in(&body, &format!("salespulse_calls_total{ANSWERED_OUT}")), Some(1.0));
-    let windowed = r#"salespulse_window_calls{manager="ivanov",team="north",direction="outbound",status="answered",window="1h"}"#;
+    let windowed =
+        r#"salespulse_window_calls{manager="ivanov",team="north",direction="outbound",status="answered",window="1h"}"#;
     assert_eq!(value_in(&body, windowed), Some(0.0));
     assert_eq!(f.counter("salespulse_events_late_total", ("stream", "call")), 1);
 }

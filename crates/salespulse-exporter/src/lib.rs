@@ -133,7 +133,8 @@ pub fn write_registry(registry: &Registry, out: &mut MetricWriter) {
                 MetricType::Histogram => {
                     let histogram = metric.get_histogram();
                     let bucket_name = format!("{name}_bucket");
-                    let bounds = histogram.get_bucket().iter().map(|b| (b.upper_bound().to_string(), b.cumulative_count()));
+                    let bounds =
+                        histogram.get_bucket().iter().map(|b| (b.upper_bound().to_string(), b.cumulative_count()));
                     let infinite = std::iter::once(("+Inf".to_owned(), histogram.get_sample_count()));
                     for (le, count) in bounds.chain(infinite) {
                         let mut with_le = labels.clone();

@@ -25,7 +25,10 @@ pub fn create_topics(bootstrap_servers: &str, topics: &[(&str, i32)]) -> Result<
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((topic, code)) => {
                 tracing::warn!(topic, ?code, "topic not created");
-                return Err(Error::Kafka { context: "creating a topic", source: rdkafka::error::KafkaError::AdminOp(code) });
+                return Err(Error::Kafka {
+                    context: "creating a topic",
+                    source: rdkafka::error::KafkaError::AdminOp(code),
+                });
             }
         }
     }

@@ -87,7 +87,8 @@ impl ConsumerContext for IngestContext {
     fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
         if let Err(error) = result {
             // No offsets to commit is not a failure worth reporting.
-            if !matches!(error, rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) {
+            if !matches!(error, rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset))
+            {
                 self.errors.inc();
                 tracing::warn!(%error, "offset commit failed");
             }
@@ -110,11 +111,21 @@ impl std::fmt::Debug for Ingest {
 
 impl Ingest {
     /// Creates the consumer and subscribes; nothing is consumed before [`Ingest::run`].
-    pub fn new(config: &IngestConfig, engine: Arc<Engine>, health: Arc<Health>, registry: &Registry) -> Result<Ingest, Error> {
+    pub fn new(
+        config: &IngestConfig,
+        engine: Arc<Engine>,
+        health: Arc<Health>,
+        registry: &Registry,
+    ) -> Result<Ingest, Error> {
         let assigned = IntGauge::new("salespulse_kafka_assigned_partitions", "Partitions assigned to this replica.")?;
-        let errors = IntCounter::new("salespulse_kafka_errors_total", "Errors reported by the Kafka client (connection, commit, rebalance).")?;
-        let rebalances = IntCounter::new("salespulse_kafka_rebalances_total", "Rebalance events (assignments and revocations).")?;
-        let poll_errors = IntCounter::new("salespulse_kafka_poll_errors_total", "Errors returned while polling for records.")?;
+        let errors = IntCounter::new(
+            "salespulse_kafka_errors_total",
+            "Errors reported by the Kafka client (connection, commit, rebalance).",
+        )?;
+        let rebalances =
+            IntCounter::new("salespulse_kafka_rebalances_total", "Rebalance events (assignments and revocations).")?;
+        let poll_errors =
+            IntCounter::new("salespulse_kafka_poll_errors_total", "Errors returned while polling for records.")?;
         registry.register(Box::new(assigned.clone()))?;
         registry.register(Box::new(errors.clone()))?;
         registry.register(Box::new(rebalances.clone()))?;
@@ -161,10 +172,7 @@ impl Ingest {
                 }
             };
             let content_type = message.headers().and_then(|headers| {
-                headers
-                    .iter()
-                    .find(|h| h.key.eq_ignore_ascii_case("content-type"))
-                    .and_then(|h| h.value)
+                headers.iter().find(|h| h.key.eq_ignore_ascii_case("content-type")).and_then(|h| h.value)
             });
             let record = Record {
                 topic: message.topic(),

@@ -84,9 +84,8 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
     let health = Arc::new(Health::default());
     let ingest = Ingest::new(&settings.ingest, Arc::clone(&engine), Arc::clone(&health), &registry)?;
 
-    let listener = tokio::net::TcpListener::bind(settings.listen)
-        .await
-        .with_context(|| format!("binding {}", settings.listen))?;
+    let listener =
+        tokio::net::TcpListener::bind(settings.listen).await.with_context(|| format!("binding {}", settings.listen))?;
     let address = listener.local_addr()?;
     let ready = Arc::clone(&health);
     let exporter = Arc::new(Exporter::new(Arc::clone(&engine), registry, Arc::new(move || ready.joined()))?);

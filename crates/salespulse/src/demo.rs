@@ -19,8 +19,18 @@ use crate::daemon;
 const TOPIC: &str = "salespulse.calls";
 const TEAMS: [&str; 2] = ["north", "south"];
 const NAMES: [&str; 12] = [
-    "ivanov", "petrova", "sidorov", "smirnova", "kuznetsov", "popova", "volkov", "sokolova", "morozov", "novikova",
-    "fedorov", "lebedeva",
+    "ivanov",
+    "petrova",
+    "sidorov",
+    "smirnova",
+    "kuznetsov",
+    "popova",
+    "volkov",
+    "sokolova",
+    "morozov",
+    "novikova",
+    "fedorov",
+    "lebedeva",
 ];
 
 /// Runs the demo until SIGINT or SIGTERM.
@@ -94,7 +104,7 @@ impl Team {
             sequence += 1;
             let event = simulated_call(&mut rng, sequence, manager, team);
             // Half the producers speak JSON, half protobuf, each saying so in the header.
-            let (payload, content_type) = if sequence % 2 == 0 {
+            let (payload, content_type) = if sequence.is_multiple_of(2) {
                 (salespulse_events::encode_json(&event), "application/json")
             } else {
                 (salespulse_events::encode_protobuf(&event), "application/x-protobuf")
@@ -129,7 +139,8 @@ fn simulated_call(rng: &mut impl Rng, sequence: u64, manager: &str, team: &str) 
     let ring_ms = rng.random_range(3_000..25_000);
     // Talk time is log-normal: median about a minute, a long tail of long conversations.
     let talk_ms = if status == CallStatus::Answered {
-        let normal = (-2.0 * (1.0 - rng.random::<f64>()).ln()).sqrt() * (std::f64::consts::TAU * rng.random::<f64>()).cos();
+        let normal =
+            (-2.0 * (1.0 - rng.random::<f64>()).ln()).sqrt() * (std::f64::consts::TAU * rng.random::<f64>()).cos();
         (60_000.0 * (1.1 * normal).exp()).clamp(3_000.0, 1_800_000.0) as i64
     } else {
         0

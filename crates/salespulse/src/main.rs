@@ -50,12 +50,10 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { config } => config::load(&config)
-            .and_then(|file| file.settings())
-            .and_then(|settings| {
-                daemon::init_logging(&settings.log)?;
-                daemon::block_on(daemon::run(settings, daemon::shutdown_signal()))
-            }),
+        Command::Run { config } => config::load(&config).and_then(|file| file.settings()).and_then(|settings| {
+            daemon::init_logging(&settings.log)?;
+            daemon::block_on(daemon::run(settings, daemon::shutdown_signal()))
+        }),
         Command::CheckConfig { config } => check_config(&config),
         Command::Demo { listen, managers, calls_per_second } => demo::run(listen, managers, calls_per_second),
     };
@@ -71,7 +69,10 @@ fn main() -> ExitCode {
 fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
     let settings = config::load(path)?.settings()?;
     println!("{}: ok", path.display());
-    println!("  kafka: {} group {:?} topics {:?}", settings.ingest.bootstrap_servers, settings.ingest.group_id, settings.ingest.topics);
+    println!(
+        "  kafka: {} group {:?} topics {:?}",
+        settings.ingest.bootstrap_servers, settings.ingest.group_id, settings.ingest.topics
+    );
     let windows: Vec<&str> = settings.engine.windows.specs().iter().map(|s| s.label.as_str()).collect();
     println!("  windows: {windows:?}");
     println!("  metrics: http://{}/metrics", settings.listen);
