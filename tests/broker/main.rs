@@ -109,7 +109,12 @@ fn calls_end_to_end_exact_values_then_clean_restart() {
     let dir = tempfile::tempdir().unwrap();
     let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let group = unique("it-group");
-    let tables = format!("[[kafka.topics]]\nname = \"{topic}\"\nkind = \"call\"\n");
+    // Export lists are configuration too: talk time in the 1h window (by default it is today/shift).
+    let tables = format!(
+        "[[kafka.topics]]\nname = \"{topic}\"\nkind = \"call\"\n\
+         [windows.export]\ncalls = [\"5m\", \"1h\"]\nsuccessful_contacts = [\"1h\"]\n\
+         missed_calls = [\"1h\"]\ncall_talk_seconds = [\"1h\"]\n"
+    );
     let config = write_config(dir.path(), &bootstrap, &group, &tables, listen);
     let mut daemon = Daemon::run(&config, listen);
 
@@ -128,22 +133,13 @@ fn calls_end_to_end_exact_values_then_clean_restart() {
         (r#"salespulse_successful_contacts_total{manager="petrova",team="south",direction="outbound"}"#, 1.0),
         (r#"salespulse_call_talk_seconds_total{manager="petrova",team="south",direction="inbound"}"#, 61.0),
         (r#"salespulse_successful_contacts_total{manager="petrova",team="south",direction="inbound"}"#, 1.0),
-        (
-            r#"salespulse_window_calls{manager="ivanov",team="north",direction="outbound",status="answered",window="5m"}"#,
-            2.0,
-        ),
-        (
-            r#"salespulse_window_successful_contacts{manager="ivanov",team="north",direction="outbound",window="5m"}"#,
-            1.0,
-        ),
-        (
-            r#"salespulse_window_call_talk_seconds{manager="ivanov",team="north",direction="outbound",window="1h"}"#,
-            79.9,
-        ),
-        (
-            r#"salespulse_window_successful_contacts{manager="petrova",team="south",direction="inbound",window="1h"}"#,
-            1.0,
-        ),
+        (r#"salespulse_window_calls{manager="ivanov",team="north",direction="outbound",window="5m"}"#, 3.0),
+        (r#"salespulse_window_calls{manager="ivanov",team="north",direction="inbound",window="1h"}"#, 1.0),
+        (r#"salespulse_window_successful_contacts{manager="ivanov",team="north",window="1h"}"#, 1.0),
+        (r#"salespulse_window_missed_calls{manager="ivanov",team="north",window="1h"}"#, 1.0),
+        (r#"salespulse_window_call_talk_seconds{manager="ivanov",team="north",window="1h"}"#, 79.9),
+        (r#"salespulse_window_successful_contacts{manager="petrova",team="south",window="1h"}"#, 2.0),
+        (r#"salespulse_window_missed_calls{manager="petrova",team="south",window="1h"}"#, 0.0),
         (r#"salespulse_events_rejected_total{reason="malformed_json"}"#, 1.0),
         (r#"salespulse_events_duplicate_total{kind="event_id"}"#, 1.0),
         (r#"salespulse_events_applied_total{stream="call"}"#, 6.0),

@@ -34,13 +34,15 @@ impl Duplicate {
 pub struct Ledger {
     /// The lowest offset not applied yet; `None` before the first event.
     next_offset: Option<i64>,
+    /// The newest event time accepted on this partition.
+    max_event_ms: Option<i64>,
     fingerprints: Fingerprints,
 }
 
 impl Ledger {
     /// An empty ledger remembering event ids for `horizon_ms` of event time.
     pub fn new(horizon_ms: i64) -> Self {
-        Ledger { next_offset: None, fingerprints: Fingerprints::new(horizon_ms) }
+        Ledger { next_offset: None, max_event_ms: None, fingerprints: Fingerprints::new(horizon_ms) }
     }
 
     /// Whether the message at `offset` was applied already.
@@ -59,6 +61,20 @@ impl Ledger {
     /// The lowest offset not applied yet.
     pub fn next_offset(&self) -> Option<i64> {
         self.next_offset
+    }
+
+    /// The partition's watermark: the newest event time accepted, less `allowed_lateness_ms`.
+    /// Events before it are late. `None` before the first event.
+    pub fn watermark(&self, allowed_lateness_ms: i64) -> Option<i64> {
+        self.max_event_ms.map(|max| max.saturating_sub(allowed_lateness_ms))
+    }
+
+    /// Records an accepted event's time; only accepted events move the watermark, so a rejected
+    /// event from the future never does.
+    pub fn advance(&mut self, event_ms: i64) {
+        if self.max_event_ms.is_none_or(|max| event_ms > max) {
+            self.max_event_ms = Some(event_ms);
+        }
     }
 
     /// Remembers `event_id` at event time `event_ms`; `true` if it was already remembered.
@@ -183,6 +199,17 @@ mod tests {
         // Two generations later it is gone.
         assert!(!ledger.check_event_id("c", t0 + 32 * MIN));
         assert!(!ledger.check_event_id("a", t0 + 33 * MIN));
+    }
+
+    #[test]
+    fn watermark_follows_the_newest_accepted_event() {
+        let mut ledger = Ledger::new(15 * MIN);
+        assert_eq!(ledger.watermark(2 * MIN), None);
+        ledger.advance(10 * MIN);
+        ledger.advance(5 * MIN);
+        assert_eq!(ledger.watermark(2 * MIN), Some(8 * MIN));
+        ledger.advance(11 * MIN);
+        assert_eq!(ledger.watermark(2 * MIN), Some(9 * MIN));
     }
 
     #[test]

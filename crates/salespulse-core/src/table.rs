@@ -2,13 +2,13 @@
 //!
 //! Each partition has its own map from manager id to that manager's state, so that a rebalance can
 //! drop (and later rebuild) exactly the state that came from a partition. The hot path takes a
-//! shard read lock of the partition's `DashMap` and the manager's own mutex, which only the
-//! partition's consumer and a scrape ever contend for; inserting a new manager is the only step
-//! that write-locks a shard. A hard cap on the number of managers across all partitions keeps a
+//! shard read lock of the partition's `DashMap` and updates the manager's state through atomics
+//! (see `window::Counters` for the single-writer rule); inserting a new manager is the only step
+//! that write-locks a shard, and a scrape only ever takes read locks. A hard cap on the number of managers across all partitions keeps a
 //! flood of random `manager_id`s from blowing up memory or Prometheus cardinality.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use dashmap::DashMap;
@@ -26,21 +26,44 @@ pub struct Overflow;
 #[derive(Debug)]
 pub struct Entry<S> {
     /// The team named by the manager's latest event that named one.
-    pub team: Option<Arc<str>>,
+    team: Mutex<Option<Arc<str>>>,
+    /// Fingerprint of `team`, so an unchanged team costs no lock.
+    team_fingerprint: AtomicU64,
     /// Wall-clock time of the latest event applied, for idle eviction.
-    pub last_update_ms: i64,
+    last_update_ms: AtomicI64,
     /// The streams' state.
     pub state: S,
 }
 
 impl<S> Entry<S> {
-    /// Sets the team if `team` names a different one (allocates only on change).
-    pub fn set_team(&mut self, team: Option<&str>) {
-        if let Some(team) = team {
-            if self.team.as_deref() != Some(team) {
-                self.team = Some(Arc::from(team));
-            }
+    fn new(state: S, now_ms: i64) -> Self {
+        Entry {
+            team: Mutex::new(None),
+            team_fingerprint: AtomicU64::new(0),
+            last_update_ms: AtomicI64::new(now_ms),
+            state,
         }
+    }
+
+    /// Sets the team if `team` names a different one (locks and allocates only on change).
+    pub fn set_team(&self, team: Option<&str>) {
+        let Some(team) = team else { return };
+        let fingerprint = crate::ledger::fingerprint(team) | 1;
+        if self.team_fingerprint.load(Ordering::Relaxed) == fingerprint {
+            return;
+        }
+        *self.team.lock() = Some(Arc::from(team));
+        self.team_fingerprint.store(fingerprint, Ordering::Relaxed);
+    }
+
+    /// The manager's team, if any event named one.
+    pub fn team(&self) -> Option<Arc<str>> {
+        self.team.lock().clone()
+    }
+
+    /// Wall-clock time of the latest event applied.
+    pub fn last_update_ms(&self) -> i64 {
+        self.last_update_ms.load(Ordering::Relaxed)
     }
 }
 
@@ -63,7 +86,7 @@ pub struct ManagerTable<S> {
 pub struct PartitionManagers<S> {
     id: PartitionId,
     shared: Arc<Shared>,
-    managers: DashMap<Arc<str>, Mutex<Entry<S>>>,
+    managers: DashMap<Arc<str>, Entry<S>>,
 }
 
 impl<S> ManagerTable<S> {
@@ -102,14 +125,13 @@ impl<S> ManagerTable<S> {
         count
     }
 
-    /// Visits every manager of every partition, locking one manager at a time. A manager whose
-    /// events came from several partitions is visited once per partition.
+    /// Visits every manager of every partition under shard read locks. A manager whose events came
+    /// from several partitions is visited once per partition.
     pub fn for_each(&self, mut visit: impl FnMut(PartitionId, &Arc<str>, &Entry<S>)) {
         let partitions: Vec<_> = self.partitions.read().values().cloned().collect();
         for partition in partitions {
             for item in partition.managers.iter() {
-                let entry = item.value().lock();
-                visit(partition.id, item.key(), &entry);
+                visit(partition.id, item.key(), item.value());
             }
         }
     }
@@ -120,7 +142,7 @@ impl<S> ManagerTable<S> {
         let mut evicted = 0;
         for partition in partitions {
             partition.managers.retain(|_, entry| {
-                let keep = entry.get_mut().last_update_ms >= before_ms;
+                let keep = entry.last_update_ms() >= before_ms;
                 if !keep {
                     evicted += 1;
                 }
@@ -164,12 +186,11 @@ impl<S> PartitionManagers<S> {
         manager: &str,
         now_ms: i64,
         init: impl FnOnce() -> S,
-        update: impl FnOnce(&mut Entry<S>) -> R,
+        update: impl FnOnce(&Entry<S>) -> R,
     ) -> Result<R, Overflow> {
         if let Some(found) = self.managers.get(manager) {
-            let mut entry = found.lock();
-            entry.last_update_ms = now_ms;
-            return Ok(update(&mut entry));
+            found.last_update_ms.store(now_ms, Ordering::Relaxed);
+            return Ok(update(&found));
         }
         let shared = &self.shared;
         if shared.managers.fetch_add(1, Ordering::Relaxed) >= shared.max_managers {
@@ -182,10 +203,9 @@ impl<S> PartitionManagers<S> {
             // Another thread inserted it between our lookup and here.
             shared.managers.fetch_sub(1, Ordering::Relaxed);
         }
-        let found = slot.or_insert_with(|| Mutex::new(Entry { team: None, last_update_ms: now_ms, state: init() }));
-        let mut entry = found.lock();
-        entry.last_update_ms = now_ms;
-        Ok(update(&mut entry))
+        let found = slot.or_insert_with(|| Entry::new(init(), now_ms)).downgrade();
+        found.last_update_ms.store(now_ms, Ordering::Relaxed);
+        Ok(update(&found))
     }
 
     /// Managers held for this partition.
@@ -205,13 +225,13 @@ mod tests {
 
     #[test]
     fn updates_create_then_reuse() {
-        let table: ManagerTable<u64> = ManagerTable::new(10);
+        let table: ManagerTable<AtomicU64> = ManagerTable::new(10);
         let p = table.partition(0);
         for _ in 0..3 {
-            p.update("ivanov", 1, || 0, |e| e.state += 1).unwrap();
+            p.update("ivanov", 1, || AtomicU64::new(0), |e| e.state.fetch_add(1, Ordering::Relaxed)).unwrap();
         }
         let mut seen = Vec::new();
-        table.for_each(|pid, m, e| seen.push((pid, m.to_string(), e.state)));
+        table.for_each(|pid, m, e| seen.push((pid, m.to_string(), e.state.load(Ordering::Relaxed))));
         assert_eq!(seen, vec![(0, "ivanov".to_owned(), 3)]);
         assert_eq!(table.len(), 1);
     }
@@ -257,7 +277,7 @@ mod tests {
         p.update("a", 1, || 0, |e| e.set_team(Some("north"))).unwrap();
         p.update("a", 1, || 0, |e| e.set_team(None)).unwrap();
         let mut team = None;
-        table.for_each(|_, _, e| team = e.team.clone());
+        table.for_each(|_, _, e| team = e.team());
         assert_eq!(team.as_deref(), Some("north"));
     }
 }

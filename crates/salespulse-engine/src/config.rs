@@ -19,6 +19,9 @@ pub struct EngineConfig {
     pub future_tolerance_ms: i64,
     /// A repeated `event_id` is recognised for at least this long of event time.
     pub dedup_horizon_ms: i64,
+    /// The watermark trails the newest event time of a partition by this much; events older than
+    /// the watermark by more than the largest window are dropped as late.
+    pub allowed_lateness_ms: i64,
     /// Per-topic decoding settings; topics not listed use the defaults (sniffed encoding, any kind).
     pub topics: Vec<TopicConfig>,
 }
@@ -33,6 +36,7 @@ impl EngineConfig {
             manager_idle_ms: 24 * 3_600_000,
             future_tolerance_ms: 5 * 60_000,
             dedup_horizon_ms: 15 * 60_000,
+            allowed_lateness_ms: 2 * 60_000,
             topics: Vec::new(),
         }
     }

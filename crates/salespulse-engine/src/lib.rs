@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 use prometheus::Registry;
-use salespulse_calls::{CallRow, CallSnapshot, CallState};
+use salespulse_calls::{CallRow, CallSnapshot, CallState, Calls};
 use salespulse_core::clock::Clock;
 use salespulse_core::expo::MetricWriter;
 use salespulse_core::ledger::{Duplicate, Ledger};
@@ -58,6 +58,21 @@ pub enum Outcome {
     Rejected(Rejection),
     /// Decoded and valid, but the manager cap is reached and the manager is new.
     Overflow,
+    /// Older than the partition's watermark by more than the largest window: no window can
+    /// count it any more, so it is dropped.
+    Late(Kind),
+}
+
+/// The engine could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// Registering the engine's metrics failed.
+    #[error("registering metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// An export list names a window that is not configured.
+    #[error(transparent)]
+    Export(#[from] salespulse_calls::ExportError),
 }
 
 /// Why a record was rejected.
@@ -95,7 +110,7 @@ pub fn reject_reasons() -> impl Iterator<Item = &'static str> {
 /// One manager's state across streams. A stream's part is created on its first event.
 #[derive(Debug, Default)]
 pub struct ManagerState {
-    calls: Option<Box<CallState>>,
+    calls: std::sync::OnceLock<Box<CallState>>,
 }
 
 /// Per-partition context: the applied ledger and the partition's managers.
@@ -119,6 +134,7 @@ type TopicPartition = (Box<str>, i32);
 pub struct Engine {
     config: EngineConfig,
     clock: Arc<dyn Clock>,
+    calls: Calls,
     table: ManagerTable<ManagerState>,
     partitions: RwLock<HashMap<TopicPartition, Arc<PartitionContext>>>,
     next_partition_id: AtomicU32,
@@ -134,9 +150,11 @@ impl std::fmt::Debug for Engine {
 
 impl Engine {
     /// A new engine whose own metrics register in `registry`.
-    pub fn new(config: EngineConfig, clock: Arc<dyn Clock>, registry: &Registry) -> prometheus::Result<Engine> {
+    pub fn new(config: EngineConfig, clock: Arc<dyn Clock>, registry: &Registry) -> Result<Engine, EngineError> {
+        let calls = Calls::new(&config.windows, &config.calls)?;
         let metrics = EngineMetrics::register(registry)?;
         Ok(Engine {
+            calls,
             table: ManagerTable::new(config.max_managers),
             config,
             clock,
@@ -173,12 +191,23 @@ impl Engine {
             let tolerance_ms = self.config.future_tolerance_ms;
             return self.reject(record, Rejection::Future { ahead_ms, tolerance_ms });
         }
+        // Late against the partition's own event time, not the wall clock, so a replay of the
+        // same records decides the same way.
+        let watermark = ledger.watermark(self.config.allowed_lateness_ms);
+        if watermark.is_some_and(|w| event.occurred_at_ms < w - self.config.windows.largest_ms()) {
+            self.metrics.late(event.kind());
+            return Outcome::Late(event.kind());
+        }
         if ledger.check_event_id(&event.event_id, event.occurred_at_ms) {
             self.metrics.duplicate(Duplicate::EventId);
             return Outcome::Duplicate(Duplicate::EventId);
         }
+        ledger.advance(event.occurred_at_ms);
+        // The ledger stays locked while the event is applied: one writer per partition at a time
+        // is what lets the window counters update without read-modify-write instructions.
+        let outcome = self.apply(&partition.managers, &event, now_ms);
         drop(ledger);
-        self.apply(&partition.managers, &event, now_ms)
+        outcome
     }
 
     fn decode(&self, record: &Record<'_>, topic: TopicSettings) -> Result<Event, Rejection> {
@@ -217,13 +246,11 @@ impl Engine {
 
     fn apply(&self, managers: &PartitionManagers<ManagerState>, event: &Event, now_ms: i64) -> Outcome {
         let kind = event.kind();
-        let late = event.occurred_at_ms < now_ms - self.config.windows.largest_ms();
         let applied = match &event.body {
             EventBody::Call(call) => managers.update(&event.manager_id, now_ms, ManagerState::default, |entry| {
                 entry.set_team(event.team.as_deref());
-                let windows = &self.config.windows;
-                let state = entry.state.calls.get_or_insert_with(|| Box::new(CallState::new(windows)));
-                state.apply(windows, &self.config.calls, call, event.occurred_at_ms, now_ms);
+                let state = entry.state.calls.get_or_init(|| Box::new(self.calls.new_state()));
+                self.calls.apply(state, &self.config.windows, call, event.occurred_at_ms, now_ms);
             }),
             // Messages and card changes are decoded and validated; their metrics come with their
             // stream crates.
@@ -233,8 +260,13 @@ impl Engine {
             self.metrics.overflow.inc();
             return Outcome::Overflow;
         }
-        self.metrics.applied(kind, event.occurred_at_ms, late);
+        self.metrics.applied(kind, event.occurred_at_ms);
         Outcome::Applied(kind)
+    }
+
+    /// Bytes of one manager's call state with this configuration.
+    pub fn call_state_bytes(&self) -> usize {
+        self.calls.state_bytes()
     }
 
     fn partition(&self, topic: &str, partition: i32) -> Arc<PartitionContext> {
@@ -288,12 +320,12 @@ impl Engine {
 
     /// Writes the per-manager families as of now.
     pub fn render(&self, out: &mut MetricWriter) {
-        let now_ms = self.clock.now_ms();
         let windows = &self.config.windows;
+        let plan = windows.plan(self.clock.now_ms());
         let mut rows: Vec<(Arc<str>, Option<Arc<str>>, CallSnapshot)> = Vec::with_capacity(self.table.len());
         self.table.for_each(|_, manager, entry| {
-            if let Some(calls) = &entry.state.calls {
-                rows.push((Arc::clone(manager), entry.team.clone(), calls.snapshot(windows, now_ms)));
+            if let Some(calls) = entry.state.calls.get() {
+                rows.push((Arc::clone(manager), entry.team(), self.calls.snapshot(calls, windows, &plan)));
             }
         });
         // A manager whose events came through several partitions is one series: merge.
@@ -310,7 +342,7 @@ impl Engine {
         });
         let call_rows: Vec<CallRow<'_>> =
             rows.iter().map(|(manager, team, calls)| CallRow { manager, team: team.as_deref(), calls }).collect();
-        salespulse_calls::render(&call_rows, windows, out);
+        self.calls.render(&call_rows, out);
         self.metrics.managers.set(self.table.len() as i64);
     }
 }

@@ -42,7 +42,7 @@ impl EngineMetrics {
         let late_vec = IntCounterVec::new(
             Opts::new(
                 "salespulse_events_late_total",
-                "Events applied whose time was already older than the largest window (counted in totals only).",
+                "Events dropped because they were older than the partition's watermark by more than the largest window.",
             ),
             &["stream"],
         )?;
@@ -99,12 +99,13 @@ impl EngineMetrics {
         self.received.with_label_values(&[topic])
     }
 
-    pub(crate) fn applied(&self, kind: Kind, event_ms: i64, late: bool) {
+    pub(crate) fn late(&self, kind: Kind) {
+        self.late[stream_index(kind)].inc();
+    }
+
+    pub(crate) fn applied(&self, kind: Kind, event_ms: i64) {
         let i = stream_index(kind);
         self.applied[i].inc();
-        if late {
-            self.late[i].inc();
-        }
         let seconds = event_ms as f64 / 1000.0;
         if seconds > self.last_event[i].get() {
             self.last_event[i].set(seconds);

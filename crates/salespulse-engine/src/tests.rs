@@ -95,8 +95,7 @@ fn applies_json_and_protobuf_calls() {
     assert_eq!(f.value(&format!("salespulse_calls_total{ANSWERED_OUT}")), Some(2.0));
     assert_eq!(f.value(&format!("salespulse_successful_contacts_total{SUCCESS_OUT}")), Some(1.0));
     assert_eq!(f.value(&format!("salespulse_call_talk_seconds_total{SUCCESS_OUT}")), Some(79.9));
-    let windowed =
-        r#"salespulse_window_calls{manager="ivanov",team="north",direction="outbound",status="answered",window="5m"}"#;
+    let windowed = r#"salespulse_window_calls{manager="ivanov",team="north",direction="outbound",window="5m"}"#;
     assert_eq!(f.value(windowed), Some(2.0));
     f.clock.advance(10 * 60_000);
     assert_eq!(f.value(windowed), Some(0.0));
@@ -210,17 +209,32 @@ fn a_manager_seen_on_two_partitions_is_one_series() {
 }
 
 #[test]
-fn late_events_count_in_totals_only() {
+fn events_too_old_for_the_watermark_are_dropped_and_counted() {
     let f = fixture(|_| ());
-    let payload =
-        salespulse_events::encode_json(&call_event("e1", "ivanov", T0 - 2 * 3_600_000, CallStatus::Answered, 41_000));
-    assert!(matches!(f.engine.ingest(&record("calls", 0, 0, &payload)), Outcome::Applied(_)));
+    let at =
+        |id: &str, t: i64| salespulse_events::encode_json(&call_event(id, "ivanov", t, CallStatus::Answered, 41_000));
+    // The first event sets the watermark: T0 - 2 min (allowed lateness).
+    assert!(matches!(f.engine.ingest(&record("calls", 0, 0, &at("e1", T0))), Outcome::Applied(_)));
+    // 50 minutes behind: late, but inside the 1h window, so applied.
+    assert!(matches!(f.engine.ingest(&record("calls", 0, 1, &at("e2", T0 - 50 * 60_000))), Outcome::Applied(_)));
+    // More than 1h behind the watermark: no window can count it.
+    assert!(matches!(f.engine.ingest(&record("calls", 0, 2, &at("e3", T0 - 63 * 60_000))), Outcome::Late(Kind::Call)));
     let body = f.scrape();
-    assert_eq!(value_in(&body, &format!("salespulse_calls_total{ANSWERED_OUT}")), Some(1.0));
-    let windowed =
-        r#"salespulse_window_calls{manager="ivanov",team="north",direction="outbound",status="answered",window="1h"}"#;
-    assert_eq!(value_in(&body, windowed), Some(0.0));
+    assert_eq!(value_in(&body, &format!("salespulse_calls_total{ANSWERED_OUT}")), Some(2.0));
+    let hour = r#"salespulse_window_calls{manager="ivanov",team="north",direction="outbound",window="1h"}"#;
+    assert_eq!(value_in(&body, hour), Some(2.0));
     assert_eq!(f.counter("salespulse_events_late_total", ("stream", "call")), 1);
+    // The late record is done: its offset is not read again.
+    assert_eq!(f.engine.next_offset("calls", 0), Some(3));
+}
+
+#[test]
+fn a_rejected_future_event_never_moves_the_watermark() {
+    let f = fixture(|_| ());
+    let at =
+        |id: &str, t: i64| salespulse_events::encode_json(&call_event(id, "ivanov", t, CallStatus::Answered, 41_000));
+    assert!(matches!(f.engine.ingest(&record("calls", 0, 0, &at("e1", T0 + 3_600_000))), Outcome::Rejected(_)));
+    assert!(matches!(f.engine.ingest(&record("calls", 0, 1, &at("e2", T0 - 30 * 60_000))), Outcome::Applied(_)));
 }
 
 proptest! {
@@ -260,16 +274,16 @@ proptest! {
             let mine: Vec<_> = payloads.iter().filter(|p| p.0 == m).collect();
             let answered = mine.iter().filter(|p| p.3).count();
             let successful = mine.iter().filter(|p| p.3 && p.2 >= 40_000).count();
-            let in_hour = mine.iter().filter(|p| p.3 && p.1 > T0 - 3_600_000 + 60_000).count();
+            let in_hour = mine.iter().filter(|p| p.1 > T0 - 3_600_000 + 120_000).count();
             let series = format!(r#"{{manager="{manager}",team="north",direction="outbound",status="answered"}}"#);
             let got = value_in(&body, &format!("salespulse_calls_total{series}")).unwrap_or(0.0) as usize;
             prop_assert_eq!(got, answered, "{}", manager);
             let dir = format!(r#"{{manager="{manager}",team="north",direction="outbound"}}"#);
             let got = value_in(&body, &format!("salespulse_successful_contacts_total{dir}")).unwrap_or(0.0) as usize;
             prop_assert_eq!(got, successful, "{}", manager);
-            let windowed = format!(r#"salespulse_window_calls{{manager="{manager}",team="north",direction="outbound",status="answered",window="1h"}}"#);
+            let windowed = format!(r#"salespulse_window_calls{{manager="{manager}",team="north",direction="outbound",window="1h"}}"#);
             let got = value_in(&body, &windowed).unwrap_or(0.0) as usize;
-            let upper = mine.iter().filter(|p| p.3 && p.1 > T0 - 3_600_000).count();
+            let upper = mine.iter().filter(|p| p.1 > T0 - 3_600_000).count();
             prop_assert!(got >= in_hour && got <= upper, "{} window {} not in [{}, {}]", manager, got, in_hour, upper);
         }
     }

@@ -7,8 +7,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use salespulse_calls::CallsConfig;
-use salespulse_core::window::Windows;
+use salespulse_calls::{CallExport, CallsConfig};
+use salespulse_core::window::{parse_minutes, ShiftConfig, Windows, WindowsConfig};
 use salespulse_engine::{EngineConfig, TopicConfig};
 use salespulse_events::{Encoding, Kind};
 use salespulse_kafka::IngestConfig;
@@ -123,13 +123,88 @@ impl Default for HttpSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WindowsSection {
-    /// Sliding windows exported with a `window` label.
+    /// Sliding windows, exported with a `window` label.
     pub sliding: Vec<String>,
+    /// Keep `window="today"`, since local midnight.
+    pub today: bool,
+    /// The time zone of `today` and `shift` (an IANA name such as `Europe/Moscow`).
+    pub time_zone: String,
+    /// Keep `window="shift"`: the current working shift, or the last one between shifts.
+    pub shift: Option<ShiftSection>,
+    /// How far behind a partition's newest event time the watermark trails.
+    #[serde(with = "humantime_serde")]
+    pub allowed_lateness: Duration,
+    /// Which windows each windowed family exports (every window is a series per manager).
+    pub export: ExportSection,
 }
 
 impl Default for WindowsSection {
     fn default() -> Self {
-        WindowsSection { sliding: vec!["5m".into(), "1h".into()] }
+        WindowsSection {
+            sliding: vec!["5m".into(), "1h".into(), "8h".into()],
+            today: true,
+            time_zone: "UTC".into(),
+            shift: Some(ShiftSection { start: "09:00".into(), length: "9h".into() }),
+            allowed_lateness: Duration::from_secs(120),
+            export: ExportSection::default(),
+        }
+    }
+}
+
+/// `[windows.shift]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShiftSection {
+    /// Local start time, `HH:MM` on a quarter hour.
+    pub start: String,
+    /// Length, whole quarter hours up to 24h (`9h`, `7h30m`).
+    pub length: String,
+}
+
+/// `[windows.export]`: window labels per windowed family.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExportSection {
+    /// `salespulse_window_calls`.
+    pub calls: Vec<String>,
+    /// `salespulse_window_successful_contacts`.
+    pub successful_contacts: Vec<String>,
+    /// `salespulse_window_missed_calls`.
+    pub missed_calls: Vec<String>,
+    /// `salespulse_window_call_talk_seconds`.
+    pub call_talk_seconds: Vec<String>,
+}
+
+impl Default for ExportSection {
+    fn default() -> Self {
+        let defaults = CallExport::default();
+        ExportSection {
+            calls: defaults.calls,
+            successful_contacts: defaults.successful_contacts,
+            missed_calls: defaults.missed_calls,
+            call_talk_seconds: defaults.talk_seconds,
+        }
+    }
+}
+
+impl WindowsSection {
+    fn windows(&self) -> anyhow::Result<Windows> {
+        let time_zone: chrono_tz::Tz = self
+            .time_zone
+            .parse()
+            .map_err(|_| anyhow::anyhow!("time_zone {:?} is not an IANA zone", self.time_zone))?;
+        let shift = match &self.shift {
+            None => None,
+            Some(shift) => {
+                let start = chrono::NaiveTime::parse_from_str(&shift.start, "%H:%M")
+                    .with_context(|| format!("shift start {:?} is not HH:MM", shift.start))?;
+                let length_minutes = parse_minutes(&shift.length)
+                    .with_context(|| format!("shift length {:?} is not whole minutes", shift.length))?;
+                Some(ShiftConfig { start, length_minutes })
+            }
+        };
+        let config = WindowsConfig { sliding: self.sliding.clone(), today: self.today, shift, time_zone };
+        Ok(Windows::new(&config)?)
     }
 }
 
@@ -243,9 +318,21 @@ pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
 impl FileConfig {
     /// Validates and converts into what the daemon runs with.
     pub fn settings(&self) -> anyhow::Result<Settings> {
-        let windows = Windows::parse(&self.windows.sliding).context("[windows] sliding")?;
+        let windows = self.windows.windows().context("[windows]")?;
         let mut engine = EngineConfig::new(windows);
-        engine.calls = CallsConfig { successful_talk_ms: self.calls.successful_contact_min_talk.as_millis() as u64 };
+        let export = &self.windows.export;
+        engine.calls = CallsConfig {
+            successful_talk_ms: self.calls.successful_contact_min_talk.as_millis() as u64,
+            export: CallExport {
+                calls: export.calls.clone(),
+                successful_contacts: export.successful_contacts.clone(),
+                missed_calls: export.missed_calls.clone(),
+                talk_seconds: export.call_talk_seconds.clone(),
+            },
+        };
+        // Resolve the export lists now, so a typo is a configuration error, not a start failure.
+        salespulse_calls::Calls::new(&engine.windows, &engine.calls).context("[windows.export]")?;
+        engine.allowed_lateness_ms = millis(self.windows.allowed_lateness);
         engine.max_managers = self.limits.max_managers;
         engine.manager_idle_ms = millis(self.limits.manager_idle);
         engine.future_tolerance_ms = millis(self.limits.future_tolerance);
@@ -312,7 +399,9 @@ mod tests {
         let settings = parse("[kafka]\nbootstrap_servers = \"127.0.0.1:9092\"\ntopics = [\"calls\"]\n").unwrap();
         assert_eq!(settings.ingest.group_id, "salespulse");
         assert_eq!(settings.engine.calls.successful_talk_ms, 40_000);
-        assert_eq!(settings.engine.windows.specs().len(), 2);
+        let labels: Vec<&str> = settings.engine.windows.specs().iter().map(|s| s.label.as_str()).collect();
+        assert_eq!(labels, ["5m", "1h", "8h", "today", "shift"]);
+        assert_eq!(settings.engine.allowed_lateness_ms, 120_000);
         assert_eq!(settings.listen.to_string(), "127.0.0.1:9898");
         assert_eq!(settings.engine.topics[0].encoding, None);
     }
@@ -333,6 +422,15 @@ mod tests {
             successful_contact_min_talk = "30s"
             [windows]
             sliding = ["1m", "8h"]
+            time_zone = "Europe/Moscow"
+            [windows.shift]
+            start = "22:00"
+            length = "10h"
+            [windows.export]
+            calls = ["1m", "shift"]
+            successful_contacts = ["8h"]
+            missed_calls = []
+            call_talk_seconds = ["today"]
             "#,
         )
         .unwrap();
@@ -341,6 +439,8 @@ mod tests {
         assert_eq!(settings.engine.calls.successful_talk_ms, 30_000);
         assert_eq!(settings.ingest.properties["session.timeout.ms"], "10000");
         assert_eq!(settings.engine.windows.specs()[1].label, "8h");
+        assert_eq!(settings.engine.windows.time_zone(), chrono_tz::Europe::Moscow);
+        assert_eq!(settings.engine.calls.export.calls, ["1m", "shift"]);
     }
 
     #[test]
@@ -349,7 +449,10 @@ mod tests {
             ("[kafka]\nbootstrap_servers = \"b\"\ntopics = [\"c\"]\ngroupid = \"x\"\n", "groupid"),
             ("[kafka]\nbootstrap_servers = \"b\"\ntopics = []\n", "at least one topic"),
             ("[kafka]\nbootstrap_servers = \"b\"\ntopics = [\"c\", \"c\"]\n", "twice"),
-            ("[kafka]\nbootstrap_servers = \"b\"\ntopics = [\"c\"]\n[windows]\nsliding = [\"soon\"]\n", "sliding"),
+            ("[kafka]\nbootstrap_servers = \"b\"\ntopics = [\"c\"]\n[windows]\nsliding = [\"soon\"]\n", "soon"),
+            ("[kafka]\nbootstrap_servers = \"b\"\ntopics = [\"c\"]\n[windows]\ntime_zone = \"Mars/Base\"\n", "Mars/Base"),
+            ("[kafka]\nbootstrap_servers = \"b\"\ntopics = [\"c\"]\n[windows.shift]\nstart = \"9:10\"\nlength = \"9h\"\n", "shift"),
+            ("[kafka]\nbootstrap_servers = \"b\"\ntopics = [\"c\"]\n[windows.export]\ncalls = [\"2h\"]\n", "2h"),
             ("[kafka]\nbootstrap_servers = \"b\"\ntopics = [\"c\"]\n[http]\nlisten = \"nowhere\"\n", "listen"),
         ] {
             let error = format!("{:#}", parse(text).unwrap_err());

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use rand::Rng;
-use salespulse_core::window::Windows;
+use salespulse_core::window::{Windows, WindowsConfig};
 use salespulse_engine::{EngineConfig, TopicConfig};
 use salespulse_events::{Call, CallDirection, CallStatus, Event, EventBody, Kind};
 use salespulse_kafka::{EventProducer, IngestConfig, MockKafka};
@@ -41,7 +41,7 @@ pub fn run(listen: SocketAddr, managers: usize, calls_per_second: f64) -> anyhow
     kafka.create_topic(TOPIC, 3)?;
     let bootstrap = kafka.bootstrap_servers();
 
-    let mut engine = EngineConfig::new(Windows::parse(&["5m", "1h"]).context("demo windows")?);
+    let mut engine = EngineConfig::new(Windows::new(&WindowsConfig::default()).context("demo windows")?);
     engine.topics.push(TopicConfig { name: TOPIC.into(), encoding: None, kind: Some(Kind::Call) });
     let settings = Settings {
         engine,
