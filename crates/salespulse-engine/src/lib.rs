@@ -175,16 +175,42 @@ impl Engine {
         let partition = self.partition(record.topic, record.partition);
         partition.received.inc();
         let mut ledger = partition.ledger.lock();
-        if ledger.seen_offset(record.offset) {
-            self.metrics.duplicate(Duplicate::Offset);
-            return Outcome::Duplicate(Duplicate::Offset);
+        if let Some(duplicate) = self.take_offset(&mut ledger, record.offset) {
+            return duplicate;
         }
-        // Whatever happens next, this offset is done.
-        ledger.mark_offset(record.offset);
-        let event = match self.decode(record, partition.topic) {
-            Ok(event) => event,
-            Err(rejection) => return self.reject(record, rejection),
-        };
+        match self.decode(record, partition.topic) {
+            Ok(event) => self.accept(&partition, &mut ledger, &event, record),
+            Err(rejection) => self.reject(record, rejection),
+        }
+    }
+
+    /// Takes one event that was decoded elsewhere (a source mapping, a benchmark) to its outcome,
+    /// exactly as if it had arrived as a record at `offset` of `topic`/`partition`.
+    pub fn ingest_event(&self, topic: &str, partition: i32, offset: i64, event: &Event) -> Outcome {
+        let context = self.partition(topic, partition);
+        context.received.inc();
+        let mut ledger = context.ledger.lock();
+        if let Some(duplicate) = self.take_offset(&mut ledger, offset) {
+            return duplicate;
+        }
+        let record = Record { topic, partition, offset, content_type: None, payload: None };
+        self.accept(&context, &mut ledger, event, &record)
+    }
+
+    /// Drops a redelivered offset; otherwise marks it done, whatever happens next.
+    fn take_offset(&self, ledger: &mut Ledger, offset: i64) -> Option<Outcome> {
+        if ledger.seen_offset(offset) {
+            self.metrics.duplicate(Duplicate::Offset);
+            return Some(Outcome::Duplicate(Duplicate::Offset));
+        }
+        ledger.mark_offset(offset);
+        None
+    }
+
+    /// Time checks, event-id de-duplication and apply, under the partition's ledger lock: one
+    /// writer per partition at a time is what lets the window counters update without
+    /// read-modify-write instructions.
+    fn accept(&self, partition: &PartitionContext, ledger: &mut Ledger, event: &Event, record: &Record<'_>) -> Outcome {
         let now_ms = self.clock.now_ms();
         let ahead_ms = event.occurred_at_ms - now_ms;
         if ahead_ms > self.config.future_tolerance_ms {
@@ -203,11 +229,15 @@ impl Engine {
             return Outcome::Duplicate(Duplicate::EventId);
         }
         ledger.advance(event.occurred_at_ms);
-        // The ledger stays locked while the event is applied: one writer per partition at a time
-        // is what lets the window counters update without read-modify-write instructions.
-        let outcome = self.apply(&partition.managers, &event, now_ms);
-        drop(ledger);
-        outcome
+        self.apply(&partition.managers, event, now_ms)
+    }
+
+    /// Memory held by the de-duplication ledgers, and fingerprints in them.
+    pub fn ledger_usage(&self) -> (usize, usize) {
+        self.partitions.read().values().fold((0, 0), |(bytes, count), ctx| {
+            let ledger = ctx.ledger.lock();
+            (bytes + ledger.heap_bytes(), count + ledger.fingerprints_len())
+        })
     }
 
     fn decode(&self, record: &Record<'_>, topic: TopicSettings) -> Result<Event, Rejection> {
