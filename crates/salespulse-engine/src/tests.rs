@@ -288,3 +288,165 @@ proptest! {
         }
     }
 }
+
+mod reference {
+    //! The engine against a brute-force model over the default windows (sliding and calendar):
+    //! events arrive shuffled, late, redelivered (same offset) and retried (same id, new offset).
+
+    use proptest::prelude::*;
+    use salespulse_calls::{CallExport, CallsConfig};
+    use salespulse_core::window::{local_day_start, shift_bounds, WindowKind, WindowsConfig};
+    use salespulse_events::CallDirection;
+
+    use super::*;
+
+    const HOUR: i64 = 3_600_000;
+
+    #[derive(Debug, Clone)]
+    struct Generated {
+        manager: usize,
+        age_ms: i64,
+        inbound: bool,
+        status: usize,
+        talk_ms: u64,
+    }
+
+    fn generated() -> impl Strategy<Value = Generated> {
+        (0usize..3, 0i64..(30 * HOUR), any::<bool>(), 0usize..5, 0u64..120_000).prop_map(
+            |(manager, age_ms, inbound, status, talk_ms)| Generated { manager, age_ms, inbound, status, talk_ms },
+        )
+    }
+
+    fn engine_at(now: i64) -> Fixture {
+        let all: Vec<String> = ["5m", "1h", "8h", "today", "shift"].iter().map(|s| s.to_string()).collect();
+        let windows =
+            Windows::new(&WindowsConfig { time_zone: "Asia/Kathmandu".parse().unwrap(), ..WindowsConfig::default() })
+                .unwrap();
+        let mut config = EngineConfig::new(windows);
+        config.calls = CallsConfig {
+            successful_talk_ms: 40_000,
+            export: CallExport {
+                calls: all.clone(),
+                successful_contacts: all.clone(),
+                missed_calls: all.clone(),
+                talk_seconds: all,
+            },
+        };
+        // Every retry here is within the de-duplication horizon.
+        config.dedup_horizon_ms = 48 * HOUR;
+        let clock = Arc::new(ManualClock::new(now));
+        let registry = Registry::new();
+        let engine = Engine::new(config, clock.clone(), &registry).unwrap();
+        Fixture { engine, clock, registry }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn every_window_matches_the_reference(
+            events in proptest::collection::vec(generated(), 1..80),
+            order in Just(()).prop_perturb(|_, mut rng| rng.random::<u64>()),
+            replays in proptest::collection::vec((any::<proptest::sample::Index>(), any::<bool>()), 0..30),
+            now_offset in 0i64..(48 * HOUR),
+        ) {
+            let now = T0 + now_offset;
+            let f = engine_at(now);
+            let windows = f.engine.config().windows.clone();
+            let statuses = CallStatus::ALL;
+            let calls: Vec<(Generated, Event)> = events
+                .iter()
+                .enumerate()
+                .map(|(i, g)| {
+                    let mut event = call_event(&format!("e{i}"), ["a", "b", "c"][g.manager], now - g.age_ms, statuses[g.status], g.talk_ms);
+                    if let EventBody::Call(call) = &mut event.body {
+                        call.direction = if g.inbound { CallDirection::Inbound } else { CallDirection::Outbound };
+                    }
+                    (g.clone(), event)
+                })
+                .collect();
+            // Arrival order: a seeded shuffle.
+            let mut arrival: Vec<usize> = (0..calls.len()).collect();
+            let mut seed = order | 1;
+            for i in (1..arrival.len()).rev() {
+                seed ^= seed << 13; seed ^= seed >> 7; seed ^= seed << 17;
+                arrival.swap(i, (seed % (i as u64 + 1)) as usize);
+            }
+            // The model: which events count, deciding lateness as the engine must.
+            let mut max_event: Option<i64> = None;
+            let mut counted = Vec::new();
+            let mut offset = 0i64;
+            let mut offsets = Vec::new();
+            for &i in &arrival {
+                let event = &calls[i].1;
+                let outcome = f.engine.ingest_event("calls", 0, offset, event);
+                offsets.push((offset, i));
+                offset += 1;
+                let late = max_event.is_some_and(|m| event.occurred_at_ms < m - 2 * 60_000 - windows.largest_ms());
+                prop_assert_eq!(matches!(outcome, Outcome::Late(_)), late, "event {} {:?}", i, outcome);
+                if !late {
+                    max_event = Some(max_event.map_or(event.occurred_at_ms, |m| m.max(event.occurred_at_ms)));
+                    counted.push(i);
+                }
+            }
+            for (index, same_offset) in &replays {
+                let (original_offset, i) = offsets[index.index(offsets.len())];
+                let at = if *same_offset { original_offset } else { offset += 1; offset };
+                let outcome = f.engine.ingest_event("calls", 0, at, &calls[i].1);
+                prop_assert!(matches!(outcome, Outcome::Duplicate(_) | Outcome::Late(_)), "{:?}", outcome);
+            }
+            let body = f.scrape();
+            let plan_now = f.clock.now_ms();
+            for (m, manager) in ["a", "b", "c"].iter().enumerate() {
+                let mine: Vec<&Generated> = counted.iter().map(|&i| &calls[i].0).filter(|g| g.manager == m).collect();
+                if mine.is_empty() {
+                    continue;
+                }
+                let series = |family: &str, extra: &str| format!(r#"{family}{{manager="{manager}",team="north"{extra}}}"#);
+                // Totals are exact.
+                for (d, dir) in ["inbound", "outbound"].iter().enumerate() {
+                    for (s, status) in statuses.iter().enumerate() {
+                        let expected = mine.iter().filter(|g| usize::from(!g.inbound) == d && g.status == s).count();
+                        let got = value_in(&body, &series("salespulse_calls_total", &format!(r#",direction="{dir}",status="{}""#, status.as_str())));
+                        prop_assert_eq!(got.unwrap_or(0.0) as usize, expected, "{} {} {}", manager, dir, status.as_str());
+                    }
+                }
+                for (w, spec) in windows.specs().iter().enumerate() {
+                    // Events the window must count (`certain`) and may count (`possible`).
+                    let (certain, possible): (Box<dyn Fn(i64) -> bool>, Box<dyn Fn(i64) -> bool>) = match spec.kind {
+                        WindowKind::Sliding { length_ms, .. } => {
+                            let bucket = windows.levels()[spec.level].bucket_ms;
+                            (Box::new(move |age| age < length_ms - bucket), Box::new(move |age| age < length_ms))
+                        }
+                        WindowKind::Today => {
+                            let start = local_day_start(windows.time_zone(), plan_now);
+                            (Box::new(move |age| now - age >= start), Box::new(move |age| now - age >= start))
+                        }
+                        WindowKind::Shift(shift) => {
+                            let (start, end) = shift_bounds(windows.time_zone(), shift, plan_now);
+                            let inside = move |age: i64| now - age >= start && now - age < end;
+                            (Box::new(inside), Box::new(inside))
+                        }
+                    };
+                    let label = format!(r#",window="{}""#, spec.label);
+                    let checks: [(&str, String, Box<dyn Fn(&Generated) -> u64>); 4] = [
+                        ("salespulse_window_calls", format!(r#",direction="outbound"{label}"#), Box::new(|g| u64::from(!g.inbound))),
+                        ("salespulse_window_successful_contacts", label.clone(), Box::new(|g| u64::from(g.status == 0 && g.talk_ms >= 40_000))),
+                        ("salespulse_window_missed_calls", label.clone(), Box::new(|g| u64::from(g.inbound && g.status == 1))),
+                        ("salespulse_window_call_talk_seconds", label.clone(), Box::new(|g| g.talk_ms)),
+                    ];
+                    for (family, labels, weight) in checks {
+                        if family == "salespulse_window_calls" && !mine.iter().any(|g| !g.inbound) {
+                            continue;
+                        }
+                        let low: u64 = mine.iter().filter(|g| certain(g.age_ms)).map(|g| weight(g)).sum();
+                        let high: u64 = mine.iter().filter(|g| possible(g.age_ms)).map(|g| weight(g)).sum();
+                        let scale = if family.ends_with("talk_seconds") { 1000.0 } else { 1.0 };
+                        let got = value_in(&body, &series(family, &labels));
+                        let got = (got.unwrap_or(f64::NAN) * scale).round() as u64;
+                        prop_assert!(low <= got && got <= high, "{} {}{}: {} not in [{}, {}] (window {})", manager, family, labels, got, low, high, w);
+                    }
+                }
+            }
+        }
+    }
+}
