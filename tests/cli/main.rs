@@ -36,6 +36,15 @@ fn check_config_accepts_a_good_file_and_names_the_bad_key() {
 }
 
 #[test]
+fn the_shipped_example_configuration_is_valid() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/salespulse.toml");
+    let output = salespulse(&["check-config", "--config", example]);
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains(r#"["5m", "1h", "8h", "today", "shift"]"#), "{stdout}");
+}
+
+#[test]
 fn environment_overrides_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let listen: SocketAddr = "127.0.0.1:9898".parse().unwrap();

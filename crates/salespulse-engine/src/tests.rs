@@ -289,6 +289,41 @@ proptest! {
     }
 }
 
+#[test]
+fn every_record_ends_in_exactly_one_outcome() {
+    let f = fixture(|c| c.max_managers = 1);
+    let good = salespulse_events::encode_json(&call_event("e1", "ivanov", T0, CallStatus::Answered, 50_000));
+    let other = salespulse_events::encode_json(&call_event("e2", "petrova", T0, CallStatus::Answered, 50_000));
+    let late = salespulse_events::encode_json(&call_event("e3", "ivanov", T0 - 3 * 3_600_000, CallStatus::Missed, 0));
+    let records: [(i64, &[u8]); 6] = [(0, &good), (0, &good), (1, &good), (2, b"{"), (3, &other), (4, &late)];
+    for (offset, payload) in records {
+        f.engine.ingest(&record("calls", 0, offset, payload));
+    }
+    let sum = |name: &str| -> u64 {
+        f.registry
+            .gather()
+            .iter()
+            .filter(|family| family.name() == name)
+            .flat_map(|family| family.get_metric().iter().map(|m| m.get_counter().get_value() as u64))
+            .sum()
+    };
+    let outcomes = sum("salespulse_events_applied_total")
+        + sum("salespulse_events_rejected_total")
+        + sum("salespulse_events_duplicate_total")
+        + sum("salespulse_events_late_total")
+        + sum("salespulse_managers_overflow_events_total");
+    assert_eq!(sum("salespulse_events_received_total"), 6);
+    assert_eq!(outcomes, 6);
+    assert_eq!(
+        [
+            sum("salespulse_events_applied_total"),
+            sum("salespulse_events_duplicate_total"),
+            sum("salespulse_events_late_total")
+        ],
+        [1, 2, 1]
+    );
+}
+
 mod reference {
     //! The engine against a brute-force model over the default windows (sliding and calendar):
     //! events arrive shuffled, late, redelivered (same offset) and retried (same id, new offset).
