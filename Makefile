@@ -2,7 +2,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: run test test-deps build lint unit-test broker-test kafka-start kafka-stop fmt clean
+.PHONY: run test test-deps build lint unit-test broker-test bench-micro kafka-start kafka-stop fmt clean
 
 ## The daemon on an embedded default: in-process Kafka, a simulated team, metrics on localhost.
 run:
@@ -30,6 +30,10 @@ unit-test:
 ## Real-broker tests against KAFKA_BOOTSTRAP, or a broker started for the run.
 broker-test:
 	scripts/test.sh broker
+
+## Criterion micro-benchmarks of the window core (apply, scrape) and the memory report; see docs/performance.md.
+bench-micro:
+	$(CARGO) bench -p salespulse-engine
 
 kafka-start:
 	scripts/kafka.sh start

@@ -29,6 +29,7 @@
 
 pub mod clock;
 pub mod expo;
+pub mod histogram;
 pub mod ledger;
 pub mod table;
 pub mod window;
