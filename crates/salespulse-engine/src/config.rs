@@ -27,6 +27,9 @@ pub struct EngineConfig {
 }
 
 impl EngineConfig {
+    /// How far the watermark trails a partition's newest event time unless configured.
+    pub const DEFAULT_ALLOWED_LATENESS_MS: i64 = 2 * 60_000;
+
     /// The defaults around `windows`.
     pub fn new(windows: Windows) -> Self {
         EngineConfig {
@@ -36,7 +39,7 @@ impl EngineConfig {
             manager_idle_ms: 24 * 3_600_000,
             future_tolerance_ms: 5 * 60_000,
             dedup_horizon_ms: 15 * 60_000,
-            allowed_lateness_ms: 2 * 60_000,
+            allowed_lateness_ms: Self::DEFAULT_ALLOWED_LATENESS_MS,
             topics: Vec::new(),
         }
     }

@@ -140,12 +140,17 @@ pub struct WindowsSection {
 
 impl Default for WindowsSection {
     fn default() -> Self {
+        // The core's defaults, written back in the file's notation.
+        let core = WindowsConfig::default();
         WindowsSection {
-            sliding: vec!["5m".into(), "1h".into(), "8h".into()],
-            today: true,
-            time_zone: "UTC".into(),
-            shift: Some(ShiftSection { start: "09:00".into(), length: "9h".into() }),
-            allowed_lateness: Duration::from_secs(120),
+            sliding: core.sliding,
+            today: core.today,
+            time_zone: core.time_zone.name().to_owned(),
+            shift: core.shift.map(|shift| ShiftSection {
+                start: shift.start.format("%H:%M").to_string(),
+                length: format!("{}m", shift.length_minutes),
+            }),
+            allowed_lateness: Duration::from_millis(EngineConfig::DEFAULT_ALLOWED_LATENESS_MS as u64),
             export: ExportSection::default(),
         }
     }
