@@ -81,10 +81,13 @@ pub struct ManagerTable<S> {
     partitions: RwLock<BTreeMap<PartitionId, Arc<PartitionManagers<S>>>>,
 }
 
-/// The managers whose events came from one partition.
+/// The managers whose events came from one partition (group).
 #[derive(Debug)]
 pub struct PartitionManagers<S> {
     id: PartitionId,
+    /// Held by whoever applies events to this partition's managers: the window counters rely on
+    /// one writer at a time.
+    writer: Mutex<()>,
     shared: Arc<Shared>,
     managers: DashMap<Arc<str>, Entry<S>>,
 }
@@ -109,7 +112,12 @@ impl<S> ManagerTable<S> {
         }
         let mut partitions = self.partitions.write();
         let entry = partitions.entry(id).or_insert_with(|| {
-            Arc::new(PartitionManagers { id, shared: Arc::clone(&self.shared), managers: DashMap::new() })
+            Arc::new(PartitionManagers {
+                id,
+                writer: Mutex::new(()),
+                shared: Arc::clone(&self.shared),
+                managers: DashMap::new(),
+            })
         });
         Arc::clone(entry)
     }
@@ -178,6 +186,11 @@ impl<S> PartitionManagers<S> {
     /// The partition's id.
     pub fn id(&self) -> PartitionId {
         self.id
+    }
+
+    /// Takes the partition's writer lock; hold it while applying events to its managers.
+    pub fn writer(&self) -> parking_lot::MutexGuard<'_, ()> {
+        self.writer.lock()
     }
 
     /// Runs `update` on the state of `manager`, creating it with `init` if the cap allows.

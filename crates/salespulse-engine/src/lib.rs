@@ -16,7 +16,6 @@ mod metrics;
 mod ratelimit;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
@@ -25,7 +24,7 @@ use salespulse_calls::{CallRow, CallSnapshot, CallState, Calls};
 use salespulse_core::clock::Clock;
 use salespulse_core::expo::MetricWriter;
 use salespulse_core::ledger::{Duplicate, Ledger};
-use salespulse_core::table::{ManagerTable, PartitionManagers};
+use salespulse_core::table::{ManagerTable, PartitionId, PartitionManagers};
 use salespulse_events::{DecodeError, Encoding, Event, EventBody, Kind};
 
 pub use config::{EngineConfig, TopicConfig};
@@ -137,7 +136,6 @@ pub struct Engine {
     calls: Calls,
     table: ManagerTable<ManagerState>,
     partitions: RwLock<HashMap<TopicPartition, Arc<PartitionContext>>>,
-    next_partition_id: AtomicU32,
     metrics: EngineMetrics,
     reject_log: RateLimited,
 }
@@ -159,7 +157,6 @@ impl Engine {
             config,
             clock,
             partitions: RwLock::new(HashMap::new()),
-            next_partition_id: AtomicU32::new(0),
             metrics,
             reject_log: RateLimited::new(std::time::Duration::from_secs(10)),
         })
@@ -174,6 +171,7 @@ impl Engine {
     pub fn ingest(&self, record: &Record<'_>) -> Outcome {
         let partition = self.partition(record.topic, record.partition);
         partition.received.inc();
+        let _writer = partition.managers.writer();
         let mut ledger = partition.ledger.lock();
         if let Some(duplicate) = self.take_offset(&mut ledger, record.offset) {
             return duplicate;
@@ -189,6 +187,7 @@ impl Engine {
     pub fn ingest_event(&self, topic: &str, partition: i32, offset: i64, event: &Event) -> Outcome {
         let context = self.partition(topic, partition);
         context.received.inc();
+        let _writer = context.managers.writer();
         let mut ledger = context.ledger.lock();
         if let Some(duplicate) = self.take_offset(&mut ledger, offset) {
             return duplicate;
@@ -207,8 +206,8 @@ impl Engine {
         None
     }
 
-    /// Time checks, event-id de-duplication and apply, under the partition's ledger lock: one
-    /// writer per partition at a time is what lets the window counters update without
+    /// Time checks, event-id de-duplication and apply, under the partition group's writer lock:
+    /// one writer per manager state at a time is what lets the window counters update without
     /// read-modify-write instructions.
     fn accept(&self, partition: &PartitionContext, ledger: &mut Ledger, event: &Event, record: &Record<'_>) -> Outcome {
         let now_ms = self.clock.now_ms();
@@ -314,7 +313,6 @@ impl Engine {
         let mut partitions = self.partitions.write();
         let key: TopicPartition = (topic.into(), partition);
         let ctx = partitions.entry(key).or_insert_with(|| {
-            let id = self.next_partition_id.fetch_add(1, Ordering::Relaxed);
             let settings = self.config.topic(topic);
             Arc::new(PartitionContext {
                 topic: TopicSettings {
@@ -322,7 +320,9 @@ impl Engine {
                     kind: settings.and_then(|t| t.kind),
                 },
                 ledger: Mutex::new(Ledger::new(self.config.dedup_horizon_ms)),
-                managers: self.table.partition(id),
+                // Partition p of every topic shares one manager map (a partition group): producers
+                // key by manager, so a manager's calls, messages and cards meet in one state.
+                managers: self.table.partition(partition.max(0) as PartitionId),
                 received: self.metrics.received_for(topic),
             })
         });
