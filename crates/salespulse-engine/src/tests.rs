@@ -446,35 +446,45 @@ mod reference {
                     }
                 }
                 for (w, spec) in windows.specs().iter().enumerate() {
-                    // Events the window must count (`certain`) and may count (`possible`).
-                    let (certain, possible): (Box<dyn Fn(i64) -> bool>, Box<dyn Fn(i64) -> bool>) = match spec.kind {
+                    // Event-time ranges `[from, to)` the window must count (`certain`) and may
+                    // count (`possible`).
+                    let (certain, possible) = match spec.kind {
                         WindowKind::Sliding { length_ms, .. } => {
                             let bucket = windows.levels()[spec.level].bucket_ms;
-                            (Box::new(move |age| age < length_ms - bucket), Box::new(move |age| age < length_ms))
+                            ((now - length_ms + bucket + 1, now + 1), (now - length_ms + 1, now + 1))
                         }
                         WindowKind::Today => {
                             let start = local_day_start(windows.time_zone(), plan_now);
-                            (Box::new(move |age| now - age >= start), Box::new(move |age| now - age >= start))
+                            ((start, now + 1), (start, now + 1))
                         }
                         WindowKind::Shift(shift) => {
-                            let (start, end) = shift_bounds(windows.time_zone(), shift, plan_now);
-                            let inside = move |age: i64| now - age >= start && now - age < end;
-                            (Box::new(inside), Box::new(inside))
+                            let bounds = shift_bounds(windows.time_zone(), shift, plan_now);
+                            (bounds, bounds)
                         }
                     };
                     let label = format!(r#",window="{}""#, spec.label);
-                    let checks: [(&str, String, Box<dyn Fn(&Generated) -> u64>); 4] = [
-                        ("salespulse_window_calls", format!(r#",direction="outbound"{label}"#), Box::new(|g| u64::from(!g.inbound))),
-                        ("salespulse_window_successful_contacts", label.clone(), Box::new(|g| u64::from(g.status == 0 && g.talk_ms >= 40_000))),
-                        ("salespulse_window_missed_calls", label.clone(), Box::new(|g| u64::from(g.inbound && g.status == 1))),
-                        ("salespulse_window_call_talk_seconds", label.clone(), Box::new(|g| g.talk_ms)),
+                    let families = [
+                        ("salespulse_window_calls", format!(r#",direction="outbound"{label}"#)),
+                        ("salespulse_window_successful_contacts", label.clone()),
+                        ("salespulse_window_missed_calls", label.clone()),
+                        ("salespulse_window_call_talk_seconds", label.clone()),
                     ];
-                    for (family, labels, weight) in checks {
+                    let weight = |family: &str, g: &Generated| -> u64 {
+                        match family {
+                            "salespulse_window_calls" => u64::from(!g.inbound),
+                            "salespulse_window_successful_contacts" => u64::from(g.status == 0 && g.talk_ms >= 40_000),
+                            "salespulse_window_missed_calls" => u64::from(g.inbound && g.status == 1),
+                            _ => g.talk_ms,
+                        }
+                    };
+                    let sum = |family: &str, (from, to): (i64, i64)| -> u64 {
+                        mine.iter().filter(|g| (from..to).contains(&(now - g.age_ms))).map(|g| weight(family, g)).sum()
+                    };
+                    for (family, labels) in families {
                         if family == "salespulse_window_calls" && !mine.iter().any(|g| !g.inbound) {
                             continue;
                         }
-                        let low: u64 = mine.iter().filter(|g| certain(g.age_ms)).map(|g| weight(g)).sum();
-                        let high: u64 = mine.iter().filter(|g| possible(g.age_ms)).map(|g| weight(g)).sum();
+                        let (low, high) = (sum(family, certain), sum(family, possible));
                         let scale = if family.ends_with("talk_seconds") { 1000.0 } else { 1.0 };
                         let got = value_in(&body, &series(family, &labels));
                         let got = (got.unwrap_or(f64::NAN) * scale).round() as u64;
