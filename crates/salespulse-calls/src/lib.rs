@@ -209,8 +209,8 @@ impl Calls {
                 for status in CallStatus::ALL {
                     let value = row.calls.totals.calls[dir.index()][status.index()];
                     if value > 0 {
-                        let labels = Labels::new(row).with("direction", dir.as_str()).with("status", status.as_str());
-                        out.sample("salespulse_calls_total", labels.as_slice(), value as f64);
+                        let labels = [("direction", dir.as_str()), ("status", status.as_str())];
+                        out.sample_prefixed("salespulse_calls_total", row.labels, &labels, value as f64);
                     }
                 }
             }
@@ -222,9 +222,13 @@ impl Calls {
             MetricType::Counter,
         );
         for_each_direction(rows, |row, dir| {
-            let labels = Labels::new(row).with("direction", dir.as_str());
             let value = seconds(row.calls.totals.talk_ms[dir.index()]);
-            out.sample("salespulse_call_talk_seconds_total", labels.as_slice(), value);
+            out.sample_prefixed(
+                "salespulse_call_talk_seconds_total",
+                row.labels,
+                &[("direction", dir.as_str())],
+                value,
+            );
         });
 
         out.family(
@@ -233,17 +237,17 @@ impl Calls {
             MetricType::Counter,
         );
         for_each_direction(rows, |row, dir| {
-            let labels = Labels::new(row).with("direction", dir.as_str());
             let value = row.calls.totals.successful[dir.index()] as f64;
-            out.sample("salespulse_successful_contacts_total", labels.as_slice(), value);
+            let labels = [("direction", dir.as_str())];
+            out.sample_prefixed("salespulse_successful_contacts_total", row.labels, &labels, value);
         });
 
         out.family("salespulse_window_calls", "Finished calls in the window, by direction.", MetricType::Gauge);
         for_each_direction(rows, |row, dir| {
             for (position, label) in &self.calls {
-                let labels = Labels::new(row).with("direction", dir.as_str()).with("window", label);
+                let labels = [("direction", dir.as_str()), ("window", label.as_str())];
                 let value = row.calls.windows[position * DIMS + DIM_CALLS[dir.index()]];
-                out.sample("salespulse_window_calls", labels.as_slice(), value as f64);
+                out.sample_prefixed("salespulse_window_calls", row.labels, &labels, value as f64);
             }
         });
 
@@ -274,9 +278,8 @@ impl Calls {
             out.family(family.name, family.help, MetricType::Gauge);
             for row in rows.iter().filter(|row| row.calls.totals.any()) {
                 for (position, label) in family.exported {
-                    let labels = Labels::new(row).with("window", label);
                     let value = row.calls.windows[position * DIMS + family.dim] as f64 / family.divisor;
-                    out.sample(family.name, labels.as_slice(), value);
+                    out.sample_prefixed(family.name, row.labels, &[("window", label.as_str())], value);
                 }
             }
         }
@@ -361,10 +364,8 @@ impl CallSnapshot {
 /// One manager's row in a scrape.
 #[derive(Debug, Clone, Copy)]
 pub struct CallRow<'a> {
-    /// The `manager` label.
-    pub manager: &'a str,
-    /// The `team` label; omitted when `None`.
-    pub team: Option<&'a str>,
+    /// The manager's `manager` and `team` labels, rendered once by `expo::label_prefix`.
+    pub labels: &'a str,
     /// The values.
     pub calls: &'a CallSnapshot,
 }
@@ -383,36 +384,10 @@ fn for_each_direction<'a>(rows: &[CallRow<'a>], mut visit: impl FnMut(&CallRow<'
     }
 }
 
-/// A fixed-capacity label list: no allocation per sample.
-struct Labels<'a> {
-    items: [(&'a str, &'a str); 4],
-    len: usize,
-}
-
-impl<'a> Labels<'a> {
-    fn new(row: &CallRow<'a>) -> Self {
-        let labels = Labels { items: [("", ""); 4], len: 0 }.with("manager", row.manager);
-        match row.team {
-            Some(team) => labels.with("team", team),
-            None => labels,
-        }
-    }
-
-    fn with(mut self, key: &'a str, value: &'a str) -> Self {
-        self.items[self.len] = (key, value);
-        self.len += 1;
-        self
-    }
-
-    fn as_slice(&self) -> &[(&'a str, &'a str)] {
-        &self.items[..self.len]
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use salespulse_core::expo::Format;
+    use salespulse_core::expo::{label_prefix, Format};
     use salespulse_core::window::WindowsConfig;
 
     /// 2026-11-23T12:00:00Z, a Monday.
@@ -499,7 +474,8 @@ mod tests {
         calls.apply(&state, &windows, &call(CallDirection::Inbound, CallStatus::Answered, 40_500), T0, T0);
         let snap = calls.snapshot(&state, &windows, &windows.plan(T0));
         let mut out = MetricWriter::new(Format::Text);
-        calls.render(&[CallRow { manager: "ivanov", team: Some("north"), calls: &snap }], &mut out);
+        let labels = label_prefix(&[("manager", "ivanov"), ("team", "north")]);
+        calls.render(&[CallRow { labels: &labels, calls: &snap }], &mut out);
         let body = out.finish();
         assert_eq!(
             samples(&body),
@@ -516,7 +492,8 @@ mod tests {
         // Later the windows decay to zero but the series stay.
         let later = calls.snapshot(&state, &windows, &windows.plan(T0 + 3_600_000));
         let mut out = MetricWriter::new(Format::Text);
-        calls.render(&[CallRow { manager: "ivanov", team: None, calls: &later }], &mut out);
+        let labels = label_prefix(&[("manager", "ivanov")]);
+        calls.render(&[CallRow { labels: &labels, calls: &later }], &mut out);
         let body = out.finish();
         assert!(
             body.contains(r#"salespulse_window_calls{manager="ivanov",direction="inbound",window="5m"} 0"#),

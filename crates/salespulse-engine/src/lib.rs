@@ -22,7 +22,7 @@ use parking_lot::{Mutex, RwLock};
 use prometheus::Registry;
 use salespulse_calls::{CallRow, CallSnapshot, CallState, Calls};
 use salespulse_core::clock::Clock;
-use salespulse_core::expo::MetricWriter;
+use salespulse_core::expo::{label_prefix, MetricWriter};
 use salespulse_core::ledger::{Duplicate, Ledger};
 use salespulse_core::table::{ManagerTable, PartitionId, PartitionManagers};
 use salespulse_events::{DecodeError, Encoding, Event, EventBody, Kind};
@@ -370,8 +370,15 @@ impl Engine {
             }
             true
         });
+        let labels: Vec<String> = rows
+            .iter()
+            .map(|(manager, team, _)| match team {
+                Some(team) => label_prefix(&[("manager", manager), ("team", team)]),
+                None => label_prefix(&[("manager", manager)]),
+            })
+            .collect();
         let call_rows: Vec<CallRow<'_>> =
-            rows.iter().map(|(manager, team, calls)| CallRow { manager, team: team.as_deref(), calls }).collect();
+            rows.iter().zip(&labels).map(|((_, _, calls), labels)| CallRow { labels, calls }).collect();
         self.calls.render(&call_rows, out);
         self.metrics.managers.set(self.table.len() as i64);
     }

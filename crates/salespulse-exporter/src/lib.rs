@@ -33,6 +33,8 @@ pub struct Exporter {
     registry: Registry,
     ready: ReadyCheck,
     render_seconds: Gauge,
+    /// Size of the previous body, so the next one is allocated once.
+    last_body_bytes: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for Exporter {
@@ -49,17 +51,21 @@ impl Exporter {
             "Time the previous /metrics scrape took to render its body.",
         )?;
         registry.register(Box::new(render_seconds.clone()))?;
-        Ok(Exporter { engine, registry, ready, render_seconds })
+        Ok(Exporter { engine, registry, ready, render_seconds, last_body_bytes: Default::default() })
     }
 
     /// The whole `/metrics` body in `format`.
     pub fn render(&self, format: Format) -> String {
+        use std::sync::atomic::Ordering::Relaxed;
         let started = Instant::now();
-        let mut out = MetricWriter::new(format);
+        let expected = self.last_body_bytes.load(Relaxed);
+        let mut out = MetricWriter::with_capacity(format, (expected + expected / 8).max(64 * 1024));
         self.engine.render(&mut out);
         write_registry(&self.registry, &mut out);
+        let body = out.finish();
+        self.last_body_bytes.store(body.len(), Relaxed);
         self.render_seconds.set(started.elapsed().as_secs_f64());
-        out.finish()
+        body
     }
 }
 
