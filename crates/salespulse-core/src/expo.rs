@@ -3,7 +3,6 @@
 //! The per-manager families are rendered straight from a snapshot of the state into one string:
 //! no intermediate metric objects, no per-sample allocation beyond the output buffer.
 
-use std::fmt::Write as _;
 
 /// The exposition format of a scrape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,7 +192,8 @@ fn write_value(out: &mut String, value: f64) {
         // Integral values print without a fraction, as counters usually are.
         out.push_str(itoa::Buffer::new().format(value as i64));
     } else {
-        let _ = write!(out, "{value}");
+        // Shortest representation that reads back to the same f64.
+        out.push_str(ryu::Buffer::new().format_finite(value));
     }
 }
 
@@ -271,7 +271,7 @@ mod tests {
             write_value(&mut out, v);
             out.push(' ');
         }
-        assert_eq!(out, "NaN +Inf -Inf 100000000000000000000 2.25 -3 ");
+        assert_eq!(out, "NaN +Inf -Inf 1e20 2.25 -3 ");
     }
 
     #[test]
