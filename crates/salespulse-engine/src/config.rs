@@ -1,8 +1,11 @@
 //! The engine's configuration, already validated (the binary parses files into it).
 
 use salespulse_calls::CallsConfig;
+use salespulse_cards::CardsConfig;
 use salespulse_core::window::Windows;
 use salespulse_events::{Encoding, Kind};
+
+use crate::JoinConfig;
 
 /// How the engine decodes, de-duplicates and applies records.
 #[derive(Debug, Clone)]
@@ -22,6 +25,10 @@ pub struct EngineConfig {
     /// The watermark trails the newest event time of a partition by this much; events older than
     /// the watermark by more than the largest window are dropped as late.
     pub allowed_lateness_ms: i64,
+    /// How card changes are judged, bounded and exported.
+    pub cards: CardsConfig,
+    /// Bounds and timing of the cross-stream joins.
+    pub joins: JoinConfig,
     /// Per-topic decoding settings; topics not listed use the defaults (sniffed encoding, any kind).
     pub topics: Vec<TopicConfig>,
 }
@@ -35,11 +42,13 @@ impl EngineConfig {
         EngineConfig {
             windows,
             calls: CallsConfig::default(),
+            cards: CardsConfig::default(),
             max_managers: 50_000,
             manager_idle_ms: 24 * 3_600_000,
             future_tolerance_ms: 5 * 60_000,
             dedup_horizon_ms: 15 * 60_000,
             allowed_lateness_ms: Self::DEFAULT_ALLOWED_LATENESS_MS,
+            joins: JoinConfig::default(),
             topics: Vec::new(),
         }
     }

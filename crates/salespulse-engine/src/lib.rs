@@ -12,6 +12,7 @@
 #![deny(missing_docs)]
 
 mod config;
+mod joins;
 mod metrics;
 mod ratelimit;
 
@@ -21,13 +22,16 @@ use std::sync::Arc;
 use parking_lot::{Mutex, RwLock};
 use prometheus::Registry;
 use salespulse_calls::{CallRow, CallSnapshot, CallState, Calls};
+use salespulse_cards::{CardRow, CardSnapshot, CardState, Cards};
 use salespulse_core::clock::Clock;
-use salespulse_core::expo::{label_prefix, MetricWriter};
+use salespulse_core::expo::{label_prefix, MetricType, MetricWriter};
 use salespulse_core::ledger::{Duplicate, Ledger};
 use salespulse_core::table::{ManagerTable, PartitionId, PartitionManagers};
 use salespulse_events::{DecodeError, Encoding, Event, EventBody, Kind};
 
 pub use config::{EngineConfig, TopicConfig};
+use joins::JoinState;
+pub use joins::{JoinConfig, JoinCounts};
 use metrics::EngineMetrics;
 use ratelimit::RateLimited;
 
@@ -72,6 +76,9 @@ pub enum EngineError {
     /// An export list names a window that is not configured.
     #[error(transparent)]
     Export(#[from] salespulse_calls::ExportError),
+    /// The card stream's configuration is invalid.
+    #[error("cards: {0}")]
+    Cards(#[from] salespulse_cards::ConfigError),
 }
 
 /// Why a record was rejected.
@@ -110,6 +117,8 @@ pub fn reject_reasons() -> impl Iterator<Item = &'static str> {
 #[derive(Debug, Default)]
 pub struct ManagerState {
     calls: std::sync::OnceLock<Box<CallState>>,
+    cards: std::sync::OnceLock<Box<CardState>>,
+    joins: Mutex<JoinState>,
 }
 
 /// Per-partition context: the applied ledger and the partition's managers.
@@ -134,6 +143,7 @@ pub struct Engine {
     config: EngineConfig,
     clock: Arc<dyn Clock>,
     calls: Calls,
+    cards: Cards,
     table: ManagerTable<ManagerState>,
     partitions: RwLock<HashMap<TopicPartition, Arc<PartitionContext>>>,
     metrics: EngineMetrics,
@@ -150,9 +160,11 @@ impl Engine {
     /// A new engine whose own metrics register in `registry`.
     pub fn new(config: EngineConfig, clock: Arc<dyn Clock>, registry: &Registry) -> Result<Engine, EngineError> {
         let calls = Calls::new(&config.windows, &config.calls)?;
+        let cards = Cards::new(&config.windows, &config.cards)?;
         let metrics = EngineMetrics::register(registry)?;
         Ok(Engine {
             calls,
+            cards,
             table: ManagerTable::new(config.max_managers),
             config,
             clock,
@@ -275,21 +287,36 @@ impl Engine {
 
     fn apply(&self, managers: &PartitionManagers<ManagerState>, event: &Event, now_ms: i64) -> Outcome {
         let kind = event.kind();
-        let applied = match &event.body {
-            EventBody::Call(call) => managers.update(&event.manager_id, now_ms, ManagerState::default, |entry| {
-                entry.set_team(event.team.as_deref());
-                let state = entry.state.calls.get_or_init(|| Box::new(self.calls.new_state()));
-                self.calls.apply(state, &self.config.windows, call, event.occurred_at_ms, now_ms);
-            }),
-            // Messages and card changes are decoded and validated; their metrics come with their
-            // stream crates.
-            EventBody::Message(_) | EventBody::CardChange(_) => Ok(()),
-        };
+        let windows = &self.config.windows;
+        let joins = &self.config.joins;
+        let at_ms = event.occurred_at_ms;
+        let applied = managers.update(&event.manager_id, now_ms, ManagerState::default, |entry| {
+            entry.set_team(event.team.as_deref());
+            let state = &entry.state;
+            let mut join = state.joins.lock();
+            let evictions = join.evictions();
+            match &event.body {
+                EventBody::Call(call) => {
+                    let calls = state.calls.get_or_init(|| Box::new(self.calls.new_state()));
+                    self.calls.apply(calls, windows, call, at_ms, now_ms);
+                    let (client, card) = (call.client_id.as_deref(), call.card_id.as_deref());
+                    let loggable = self.calls.is_successful(call);
+                    join.call(joins, client, card, call.started_at_ms, call.ended_at_ms, loggable);
+                }
+                EventBody::Message(message) => join.message(joins, message.client_id.as_deref(), at_ms),
+                EventBody::CardChange(change) => {
+                    let cards = state.cards.get_or_init(|| Box::new(self.cards.new_state()));
+                    self.cards.apply(cards, windows, change, at_ms, now_ms);
+                    join.card_change(joins, change, at_ms);
+                }
+            }
+            self.metrics.join_evictions.inc_by(join.evictions() - evictions);
+        });
         if applied.is_err() {
             self.metrics.overflow.inc();
             return Outcome::Overflow;
         }
-        self.metrics.applied(kind, event.occurred_at_ms);
+        self.metrics.applied(kind, at_ms);
         Outcome::Applied(kind)
     }
 
@@ -351,36 +378,95 @@ impl Engine {
     /// Writes the per-manager families as of now.
     pub fn render(&self, out: &mut MetricWriter) {
         let windows = &self.config.windows;
-        let plan = windows.plan(self.clock.now_ms());
-        let mut rows: Vec<(Arc<str>, Option<Arc<str>>, CallSnapshot)> = Vec::with_capacity(self.table.len());
+        let now_ms = self.clock.now_ms();
+        let plan = windows.plan(now_ms);
+        let mut rows: Vec<Row> = Vec::with_capacity(self.table.len());
         self.table.for_each(|_, manager, entry| {
-            if let Some(calls) = entry.state.calls.get() {
-                rows.push((Arc::clone(manager), entry.team(), self.calls.snapshot(calls, windows, &plan)));
-            }
+            let joins = {
+                let mut join = entry.state.joins.lock();
+                join.expire(now_ms);
+                join.counts()
+            };
+            let calls = entry.state.calls.get().map(|calls| self.calls.snapshot(calls, windows, &plan));
+            let cards = entry.state.cards.get().map(|cards| self.cards.snapshot(cards, windows, &plan, now_ms));
+            rows.push(Row { manager: Arc::clone(manager), team: entry.team(), calls, cards, joins });
         });
-        // A manager whose events came through several partitions is one series: merge.
-        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        // A manager whose events came through several partition groups is one series: merge.
+        rows.sort_unstable_by(|a, b| a.manager.cmp(&b.manager));
         rows.dedup_by(|later, kept| {
-            if later.0 != kept.0 {
+            if later.manager != kept.manager {
                 return false;
             }
-            kept.2.merge(&later.2);
-            if kept.1.is_none() {
-                kept.1 = later.1.take();
+            match (&mut kept.calls, later.calls.take()) {
+                (Some(mine), Some(theirs)) => mine.merge(&theirs),
+                (mine @ None, theirs) => *mine = theirs,
+                (Some(_), None) => {}
+            }
+            match (&mut kept.cards, later.cards.take()) {
+                (Some(mine), Some(theirs)) => mine.merge(&theirs),
+                (mine @ None, theirs) => *mine = theirs,
+                (Some(_), None) => {}
+            }
+            kept.joins.merge(&later.joins);
+            if kept.team.is_none() {
+                kept.team = later.team.take();
             }
             true
         });
         let labels: Vec<String> = rows
             .iter()
-            .map(|(manager, team, _)| match team {
-                Some(team) => label_prefix(&[("manager", manager), ("team", team)]),
-                None => label_prefix(&[("manager", manager)]),
+            .map(|row| match &row.team {
+                Some(team) => label_prefix(&[("manager", &row.manager), ("team", team)]),
+                None => label_prefix(&[("manager", &row.manager)]),
             })
             .collect();
-        let call_rows: Vec<CallRow<'_>> =
-            rows.iter().zip(&labels).map(|((_, _, calls), labels)| CallRow { labels, calls }).collect();
+        let call_rows: Vec<CallRow<'_>> = rows
+            .iter()
+            .zip(&labels)
+            .filter_map(|(row, labels)| Some(CallRow { labels, calls: row.calls.as_ref()? }))
+            .collect();
         self.calls.render(&call_rows, out);
+        let card_rows: Vec<CardRow<'_>> = rows
+            .iter()
+            .zip(&labels)
+            .filter_map(|(row, labels)| Some(CardRow { labels, cards: row.cards.as_ref()? }))
+            .collect();
+        self.cards.render(&card_rows, out);
+        render_joins(&rows, &labels, out);
         self.metrics.managers.set(self.table.len() as i64);
+        let card_entries = |row: &Row| row.cards.as_ref().map_or(0, |c| c.join.cards + c.join.tasks);
+        self.metrics.join_entries.set(rows.iter().map(|row| row.joins.entries + card_entries(row)).sum::<u64>() as i64);
+    }
+}
+
+/// One manager in a scrape.
+struct Row {
+    manager: Arc<str>,
+    team: Option<Arc<str>>,
+    calls: Option<CallSnapshot>,
+    cards: Option<CardSnapshot>,
+    joins: JoinCounts,
+}
+
+/// The cross-stream families: unlogged calls (for managers with calls) and blind reschedules
+/// (for managers with judged reschedules).
+fn render_joins(rows: &[Row], labels: &[String], out: &mut MetricWriter) {
+    out.family(
+        "salespulse_calls_unlogged_total",
+        "Successful calls naming a client or card with no card change by the manager within the delay.",
+        MetricType::Counter,
+    );
+    for (row, labels) in rows.iter().zip(labels).filter(|(row, _)| row.calls.is_some()) {
+        out.sample_prefixed("salespulse_calls_unlogged_total", labels, &[], row.joins.calls_unlogged as f64);
+    }
+    out.family(
+        "salespulse_tasks_rescheduled_without_contact_total",
+        "Task reschedulings with no call or message with the task's client since it was created or last rescheduled.",
+        MetricType::Counter,
+    );
+    for (row, labels) in rows.iter().zip(labels).filter(|(row, _)| row.joins.reschedules_judged > 0) {
+        let value = row.joins.reschedules_without_contact as f64;
+        out.sample_prefixed("salespulse_tasks_rescheduled_without_contact_total", labels, &[], value);
     }
 }
 

@@ -17,6 +17,8 @@ pub(crate) struct EngineMetrics {
     duplicate_event_id: IntCounter,
     pub(crate) overflow: IntCounter,
     pub(crate) managers: IntGauge,
+    pub(crate) join_entries: IntGauge,
+    pub(crate) join_evictions: IntCounter,
 }
 
 const STREAMS: [Kind; 3] = [Kind::Call, Kind::Message, Kind::CardChange];
@@ -69,6 +71,14 @@ impl EngineMetrics {
             "Events of new managers dropped because the manager cap was reached.",
         )?;
         let managers = IntGauge::new("salespulse_managers", "Managers whose state is held.")?;
+        let join_entries = IntGauge::new(
+            "salespulse_join_state_entries",
+            "Entries of the cross-stream join state (calls awaiting a card change, recent changes, contacts, tasks).",
+        )?;
+        let join_evictions = IntCounter::new(
+            "salespulse_join_state_evictions_total",
+            "Join state entries dropped because a per-manager bound was reached.",
+        )?;
         for collector in [
             Box::new(received.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(applied_vec.clone()),
@@ -78,6 +88,8 @@ impl EngineMetrics {
             Box::new(duplicate_vec.clone()),
             Box::new(overflow.clone()),
             Box::new(managers.clone()),
+            Box::new(join_entries.clone()),
+            Box::new(join_evictions.clone()),
         ] {
             registry.register(collector)?;
         }
@@ -92,6 +104,8 @@ impl EngineMetrics {
             duplicate_event_id: duplicate_vec.with_label_values(&[Duplicate::EventId.as_str()]),
             overflow,
             managers,
+            join_entries,
+            join_evictions,
         })
     }
 

@@ -324,6 +324,32 @@ fn every_record_ends_in_exactly_one_outcome() {
     );
 }
 
+#[test]
+fn calls_not_logged_in_the_crm_are_counted_after_the_delay() {
+    let f = fixture(|_| ());
+    // call_event names client "+79151112233"; the second call names another client.
+    let logged = salespulse_events::encode_json(&call_event("e1", "ivanov", T0 - 60_000, CallStatus::Answered, 60_000));
+    let mut other = call_event("e2", "ivanov", T0 - 60_000, CallStatus::Answered, 60_000);
+    if let EventBody::Call(call) = &mut other.body {
+        call.client_id = Some("client-2".into());
+    }
+    let unlogged = salespulse_events::encode_json(&other);
+    let note = br#"{"kind":"card_change","event_id":"n1","occurred_at":1760000300000,"manager_id":"ivanov","card_id":"deal-1","card_type":"deal","change":"comment_added","comment_length":80,"client_id":"+79151112233"}"#;
+    f.engine.ingest(&record("calls", 0, 0, &logged));
+    f.engine.ingest(&record("calls", 0, 1, &unlogged));
+    assert!(matches!(f.engine.ingest(&record("crm", 0, 0, note)), Outcome::Applied(Kind::CardChange)));
+    let series = r#"salespulse_calls_unlogged_total{manager="ivanov",team="north"}"#;
+    assert_eq!(f.value(series), Some(0.0));
+    f.clock.advance(29 * 60_000);
+    assert_eq!(f.value(series), Some(0.0));
+    f.clock.advance(2 * 60_000);
+    assert_eq!(f.value(series), Some(1.0));
+    f.clock.advance(60 * 60_000);
+    let body = f.scrape();
+    assert_eq!(value_in(&body, series), Some(1.0));
+    assert!(!body.contains("client-2") && !body.contains("79151112233"));
+}
+
 mod reference {
     //! The engine against a brute-force model over the default windows (sliding and calendar):
     //! events arrive shuffled, late, redelivered (same offset) and retried (same id, new offset).

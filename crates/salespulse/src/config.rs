@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use salespulse_calls::{CallExport, CallsConfig};
+use salespulse_cards::{CardExport, CardsConfig, PipelineConfig};
 use salespulse_core::window::{parse_minutes, ShiftConfig, Windows, WindowsConfig};
-use salespulse_engine::{EngineConfig, TopicConfig};
+use salespulse_engine::{EngineConfig, JoinConfig, TopicConfig};
 use salespulse_events::{Encoding, Kind};
 use salespulse_kafka::IngestConfig;
 use serde::Deserialize;
@@ -29,6 +30,12 @@ pub struct FileConfig {
     /// How calls are judged.
     #[serde(default)]
     pub calls: CallsSection,
+    /// How CRM card changes are judged and bounded.
+    #[serde(default)]
+    pub cards: CardsSection,
+    /// Joins across streams.
+    #[serde(default)]
+    pub joins: JoinsSection,
     /// Memory and input bounds.
     #[serde(default)]
     pub limits: LimitsSection,
@@ -178,16 +185,25 @@ pub struct ExportSection {
     pub missed_calls: Vec<String>,
     /// `salespulse_window_call_talk_seconds`.
     pub call_talk_seconds: Vec<String>,
+    /// `salespulse_window_cards_touched`.
+    pub cards_touched: Vec<String>,
+    /// `salespulse_window_comments`.
+    pub comments: Vec<String>,
+    /// `salespulse_window_thin_comments`.
+    pub thin_comments: Vec<String>,
 }
 
 impl Default for ExportSection {
     fn default() -> Self {
-        let defaults = CallExport::default();
+        let (calls, cards) = (CallExport::default(), CardExport::default());
         ExportSection {
-            calls: defaults.calls,
-            successful_contacts: defaults.successful_contacts,
-            missed_calls: defaults.missed_calls,
-            call_talk_seconds: defaults.talk_seconds,
+            calls: calls.calls,
+            successful_contacts: calls.successful_contacts,
+            missed_calls: calls.missed_calls,
+            call_talk_seconds: calls.talk_seconds,
+            cards_touched: cards.cards_touched,
+            comments: cards.comments,
+            thin_comments: cards.thin_comments,
         }
     }
 }
@@ -225,6 +241,58 @@ pub struct CallsSection {
 impl Default for CallsSection {
     fn default() -> Self {
         CallsSection { successful_contact_min_talk: Duration::from_secs(40) }
+    }
+}
+
+/// `[cards]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CardsSection {
+    /// A comment with a known length below this many characters is thin.
+    pub thin_comment_chars: u32,
+    /// Cards (deals, leads, ...) tracked per manager.
+    pub max_cards_per_manager: usize,
+    /// Tasks tracked per manager.
+    pub max_tasks_per_manager: usize,
+    /// Pipelines whose names and stages become label values; others fold into "other".
+    pub pipelines: Vec<PipelineSection>,
+}
+
+impl Default for CardsSection {
+    fn default() -> Self {
+        let core = CardsConfig::default();
+        CardsSection {
+            thin_comment_chars: core.thin_comment_chars,
+            max_cards_per_manager: core.max_cards_per_manager,
+            max_tasks_per_manager: core.max_tasks_per_manager,
+            pipelines: Vec::new(),
+        }
+    }
+}
+
+/// `[[cards.pipelines]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineSection {
+    /// The pipeline's name as events spell it.
+    pub name: String,
+    /// Its stages in funnel order, as events spell them.
+    pub stages: Vec<String>,
+}
+
+/// `[joins]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JoinsSection {
+    /// A successful call naming a client or card is unlogged when no card change by the manager
+    /// names them within this long after the call.
+    #[serde(with = "humantime_serde")]
+    pub unlogged_call_delay: Duration,
+}
+
+impl Default for JoinsSection {
+    fn default() -> Self {
+        JoinsSection { unlogged_call_delay: Duration::from_millis(JoinConfig::default().unlogged_call_delay_ms as u64) }
     }
 }
 
@@ -335,8 +403,26 @@ impl FileConfig {
                 talk_seconds: export.call_talk_seconds.clone(),
             },
         };
+        engine.cards = CardsConfig {
+            thin_comment_chars: self.cards.thin_comment_chars,
+            pipelines: self
+                .cards
+                .pipelines
+                .iter()
+                .map(|p| PipelineConfig { name: p.name.clone(), stages: p.stages.clone() })
+                .collect(),
+            max_cards_per_manager: self.cards.max_cards_per_manager,
+            max_tasks_per_manager: self.cards.max_tasks_per_manager,
+            export: CardExport {
+                cards_touched: export.cards_touched.clone(),
+                comments: export.comments.clone(),
+                thin_comments: export.thin_comments.clone(),
+            },
+        };
+        engine.joins.unlogged_call_delay_ms = millis(self.joins.unlogged_call_delay);
         // Resolve the export lists now, so a typo is a configuration error, not a start failure.
         salespulse_calls::Calls::new(&engine.windows, &engine.calls).context("[windows.export]")?;
+        salespulse_cards::Cards::new(&engine.windows, &engine.cards).context("[cards]")?;
         engine.allowed_lateness_ms = millis(self.windows.allowed_lateness);
         engine.max_managers = self.limits.max_managers;
         engine.manager_idle_ms = millis(self.limits.manager_idle);
@@ -425,6 +511,11 @@ mod tests {
             "session.timeout.ms" = "10000"
             [calls]
             successful_contact_min_talk = "30s"
+            [[cards.pipelines]]
+            name = "sales"
+            stages = ["new", "won"]
+            [joins]
+            unlogged_call_delay = "10m"
             [windows]
             sliding = ["1m", "8h"]
             time_zone = "Europe/Moscow"
@@ -446,6 +537,8 @@ mod tests {
         assert_eq!(settings.engine.windows.specs()[1].label, "8h");
         assert_eq!(settings.engine.windows.time_zone(), chrono_tz::Europe::Moscow);
         assert_eq!(settings.engine.calls.export.calls, ["1m", "shift"]);
+        assert_eq!(settings.engine.cards.pipelines[0].stages, ["new", "won"]);
+        assert_eq!(settings.engine.joins.unlogged_call_delay_ms, 600_000);
     }
 
     #[test]

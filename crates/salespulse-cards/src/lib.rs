@@ -1,0 +1,806 @@
+//! CRM card metrics: what a head of sales reads off the CRM, per manager.
+//!
+//! From each card change ([`salespulse_events::CardChange`]) a manager's [`CardState`] counts
+//! changes by type, comments (and *thin* ones, shorter than a threshold), stage transitions of the
+//! configured pipelines, won and lost deals with their amounts, and task completions and
+//! reschedules; it keeps, per card and per task, the little state the gauges need: which cards
+//! were touched in which buckets (for the distinct `cards_touched` windows), where each open deal
+//! sits in its pipeline, and which tasks are open, on which card, and when they are due. A scrape
+//! turns that into the open deals per stage, the stage holding most of them, open and overdue
+//! tasks, and the open deals without an open task.
+//!
+//! Pipelines and stages become label values only when configured ([`PipelineConfig`]); everything
+//! else folds into `"other"`, so the funnel's cardinality is bounded by the configuration. Card,
+//! task and client ids never become labels; the state keeps only their 64-bit fingerprints
+//! ([`key`]). Both per-manager tables are capped (evictions are counted in the snapshot's
+//! [`JoinStats`]) and shed entries no window or gauge needs any more.
+//!
+//! For the engine's joins with calls and messages (a task rescheduled without a contact),
+//! [`Cards::task`], [`Cards::open_task_on`] and [`Cards::for_each_open_task`] expose each task's
+//! card, client and the time it was created or last rescheduled ([`TaskView`]).
+//!
+//! Main types: [`Cards`] (configuration, folding and the shared layouts), [`CardState`] (one
+//! manager), [`CardSnapshot`] and [`CardRow`] (a scrape). Names, meanings and every rule are in
+//! this crate's `METRICS.md`.
+#![deny(missing_docs)]
+
+mod funnel;
+mod state;
+mod touch;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+use salespulse_core::expo::{MetricType, MetricWriter};
+use salespulse_core::window::{Counters, Layout, ReadPlan, Windows};
+use salespulse_events::{CardChange, CardChangeKind};
+
+use funnel::Funnel;
+use state::{is_marked, Inner, NONE};
+use touch::TouchLayout;
+
+const CHANGES: usize = CardChangeKind::ALL.len();
+
+/// Windowed counters per bucket: comments, thin comments.
+const DIM_COMMENTS: usize = 0;
+const DIM_THIN: usize = 1;
+const DIMS: usize = 2;
+
+/// Totals layout: changes by kind, then the rest. Amounts are `f64` bits.
+const T_COMMENTS: usize = CHANGES;
+const T_THIN: usize = CHANGES + 1;
+const T_WON: usize = CHANGES + 2;
+const T_LOST: usize = CHANGES + 3;
+const T_WON_AMOUNT: usize = CHANGES + 4;
+const T_LOST_AMOUNT: usize = CHANGES + 5;
+const T_TASKS_COMPLETED: usize = CHANGES + 6;
+const T_RESCHEDULED: usize = CHANGES + 7;
+const TOTALS: usize = CHANGES + 8;
+
+/// One configured pipeline: its name and its stages in funnel order, exactly as events spell
+/// them (case-sensitive).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PipelineConfig {
+    /// The `pipeline` label value and the name events carry.
+    pub name: String,
+    /// The stages, in order; each is a `stage` label value.
+    pub stages: Vec<String>,
+}
+
+/// Which windows each windowed card family exports, by window label.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CardExport {
+    /// `salespulse_window_cards_touched`.
+    pub cards_touched: Vec<String>,
+    /// `salespulse_window_comments`.
+    pub comments: Vec<String>,
+    /// `salespulse_window_thin_comments`.
+    pub thin_comments: Vec<String>,
+}
+
+impl Default for CardExport {
+    /// Cards touched in the working-day windows, comments today; 4 windowed series per manager
+    /// with all default windows configured.
+    fn default() -> Self {
+        let labels = |list: &[&str]| list.iter().map(|s| s.to_string()).collect();
+        CardExport {
+            cards_touched: labels(&["today", "shift"]),
+            comments: labels(&["today"]),
+            thin_comments: labels(&["today"]),
+        }
+    }
+}
+
+/// How card changes are judged, bounded and exported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CardsConfig {
+    /// A comment with a known length below this many characters is thin.
+    pub thin_comment_chars: u32,
+    /// The pipelines whose names and stages become label values; others fold into `"other"`.
+    pub pipelines: Vec<PipelineConfig>,
+    /// Cards tracked per manager (deals, leads, contacts, ...); at the cap one is evicted.
+    pub max_cards_per_manager: usize,
+    /// Tasks tracked per manager; at the cap one is evicted.
+    pub max_tasks_per_manager: usize,
+    /// Which windows each windowed family exports.
+    pub export: CardExport,
+}
+
+impl Default for CardsConfig {
+    fn default() -> Self {
+        CardsConfig {
+            thin_comment_chars: 20,
+            pipelines: Vec::new(),
+            max_cards_per_manager: 1_000,
+            max_tasks_per_manager: 1_000,
+            export: CardExport::default(),
+        }
+    }
+}
+
+/// An exported window label names no configured window.
+#[derive(Debug, thiserror::Error)]
+#[error("{family}: window {label:?} is not configured (configured: {configured})")]
+pub struct ExportError {
+    /// The family being configured.
+    pub family: &'static str,
+    /// The unknown label.
+    pub label: String,
+    /// The configured labels, for the message.
+    pub configured: String,
+}
+
+/// The card configuration is not usable.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// An export list names a window that is not configured.
+    #[error(transparent)]
+    Export(#[from] ExportError),
+    /// A pipeline or stage name is empty, repeated, reserved (`"other"`), too long (over 128
+    /// bytes) or has control characters.
+    #[error("cards pipelines: {0}")]
+    Pipeline(String),
+    /// A per-manager cap is 0.
+    #[error("cards: {0} must be at least 1")]
+    Limit(&'static str),
+}
+
+/// The card stream's configuration and layouts, shared by all managers.
+#[derive(Debug, Clone)]
+pub struct Cards {
+    thin_comment_chars: u32,
+    max_cards: usize,
+    max_tasks: usize,
+    /// Entries that are not open deals or open tasks expire this far behind the newest event.
+    expiry_ms: i64,
+    funnel: Funnel,
+    layout: Layout,
+    touch: TouchLayout,
+    /// Per windowed comment family, the exported windows as `(position in the layout, label)`.
+    comments: Vec<(usize, String)>,
+    thin: Vec<(usize, String)>,
+}
+
+impl Cards {
+    /// Resolves the export lists against `windows` and the pipelines. A window label that is not
+    /// configured is an error, except in the default lists, which export what exists of them.
+    pub fn new(windows: &Windows, config: &CardsConfig) -> Result<Cards, ConfigError> {
+        if config.max_cards_per_manager == 0 {
+            return Err(ConfigError::Limit("max_cards_per_manager"));
+        }
+        if config.max_tasks_per_manager == 0 {
+            return Err(ConfigError::Limit("max_tasks_per_manager"));
+        }
+        let funnel = Funnel::new(&config.pipelines)?;
+        let strict = config.export != CardExport::default();
+        let resolve = |family: &'static str, labels: &[String]| -> Result<Vec<(usize, String)>, ExportError> {
+            let mut list = Vec::new();
+            for label in labels {
+                match windows.index_of(label) {
+                    Some(spec) => list.push((spec, label.clone())),
+                    None if strict => {
+                        let configured: Vec<&str> = windows.specs().iter().map(|s| s.label.as_str()).collect();
+                        return Err(ExportError { family, label: label.clone(), configured: configured.join(", ") });
+                    }
+                    None => {}
+                }
+            }
+            Ok(list)
+        };
+        let touched = resolve("cards_touched", &config.export.cards_touched)?;
+        let comments = resolve("comments", &config.export.comments)?;
+        let thin = resolve("thin_comments", &config.export.thin_comments)?;
+        let mut specs: Vec<usize> = comments.iter().chain(&thin).map(|(spec, _)| *spec).collect();
+        specs.sort_unstable();
+        specs.dedup();
+        let layout = Layout::new(windows, DIMS, &specs);
+        let position = |list: Vec<(usize, String)>| -> Vec<(usize, String)> {
+            list.into_iter()
+                .filter_map(|(spec, label)| Some((layout.specs().iter().position(|&s| s == spec)?, label)))
+                .collect()
+        };
+        let comments = position(comments);
+        let thin = position(thin);
+        Ok(Cards {
+            thin_comment_chars: config.thin_comment_chars,
+            max_cards: config.max_cards_per_manager,
+            max_tasks: config.max_tasks_per_manager,
+            expiry_ms: windows.largest_ms().saturating_mul(2),
+            funnel,
+            touch: TouchLayout::new(windows, &touched),
+            layout,
+            comments,
+            thin,
+        })
+    }
+
+    /// Empty state for a new manager.
+    pub fn new_state(&self) -> CardState {
+        CardState {
+            totals: Default::default(),
+            windows: Counters::new(&self.layout),
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    /// Whether `change` is a thin comment: a `comment_added` whose `comment_length` is known and
+    /// below the threshold. A comment without a length is not thin (nothing says it was short).
+    pub fn is_thin(&self, change: &CardChange) -> bool {
+        change.change == CardChangeKind::CommentAdded
+            && change.comment_length.is_some_and(|length| length < self.thin_comment_chars)
+    }
+
+    /// Applies one card change that happened at `event_ms` (`occurred_at`), seen at wall-clock
+    /// `now_ms`. Only one thread may apply to a given state at a time (the engine applies a
+    /// partition's records in order); scrapes may run concurrently.
+    pub fn apply(&self, state: &CardState, windows: &Windows, change: &CardChange, event_ms: i64, now_ms: i64) {
+        let totals = &state.totals;
+        bump(&totals[change.change.index()], 1);
+        if change.change == CardChangeKind::CommentAdded {
+            let thin = self.is_thin(change);
+            bump(&totals[T_COMMENTS], 1);
+            if thin {
+                bump(&totals[T_THIN], 1);
+            }
+            let mut deltas = [0u32; DIMS];
+            deltas[DIM_COMMENTS] = 1;
+            deltas[DIM_THIN] = u32::from(thin);
+            state.windows.add(&self.layout, windows, event_ms, now_ms, &deltas);
+        }
+        state.inner.lock().apply(self, totals, change, event_ms, now_ms);
+    }
+
+    /// The values a scrape at the instant of `plan` (wall-clock `now_ms`, which also decides which
+    /// tasks are overdue) exports.
+    pub fn snapshot(&self, state: &CardState, windows: &Windows, plan: &ReadPlan, now_ms: i64) -> CardSnapshot {
+        let load = |i: usize| state.totals[i].load(Ordering::Relaxed);
+        let mut totals = CardTotals::default();
+        for (i, value) in totals.changes.iter_mut().enumerate() {
+            *value = load(i);
+        }
+        totals.comments = load(T_COMMENTS);
+        totals.thin_comments = load(T_THIN);
+        totals.deals_won = load(T_WON);
+        totals.deals_lost = load(T_LOST);
+        totals.deals_won_amount = f64::from_bits(load(T_WON_AMOUNT));
+        totals.deals_lost_amount = f64::from_bits(load(T_LOST_AMOUNT));
+        totals.tasks_completed = load(T_TASKS_COMPLETED);
+        totals.tasks_rescheduled = load(T_RESCHEDULED);
+        let mut windowed = vec![0; self.layout.specs().len() * DIMS];
+        state.windows.read(&self.layout, windows, plan, &mut windowed);
+
+        let inner = state.inner.lock();
+        let stride = self.touch.stride();
+        let mut touched = vec![0; self.touch.len()];
+        let mut deals_open = vec![0; self.funnel.slots()];
+        let mut open_deals = Vec::new();
+        for (i, card) in inner.cards.iter().enumerate() {
+            self.touch.count(&inner.touch[i * stride..(i + 1) * stride], plan, &mut touched);
+            if card.is_open_deal() {
+                let slot = if card.slot == state::NO_SLOT { self.funnel.other_slot() } else { card.slot };
+                deals_open[usize::from(slot)] += 1;
+                open_deals.push(card.key);
+            }
+        }
+        let mut task_cards = Vec::new();
+        let (mut tasks_open, mut tasks_overdue) = (0, 0);
+        for task in inner.tasks.iter().filter(|task| task.is_open()) {
+            tasks_open += 1;
+            if task.due_ms != NONE && task.due_ms < now_ms {
+                tasks_overdue += 1;
+            }
+            if task.card != 0 {
+                task_cards.push(task.card);
+            }
+        }
+        task_cards.sort_unstable();
+        let deals_without_task = open_deals.iter().filter(|deal| task_cards.binary_search(deal).is_err()).count();
+        let seen_slots = (0..self.funnel.slots()).map(|slot| is_marked(&inner.seen_slots, slot)).collect();
+        CardSnapshot {
+            totals,
+            tasks_open,
+            tasks_overdue,
+            deals_without_task: deals_without_task as u64,
+            had_deal: inner.had_deal,
+            join: JoinStats {
+                cards: inner.cards.len() as u64,
+                tasks: inner.tasks.len() as u64,
+                evicted_cards: inner.evicted_cards,
+                evicted_tasks: inner.evicted_tasks,
+            },
+            windows: windowed,
+            touched,
+            deals_open,
+            seen_slots,
+            transitions: inner.transitions.clone(),
+        }
+    }
+
+    /// Bytes of one new manager's card state (the fixed part; cards and tasks add
+    /// [`CardState::heap_bytes`]).
+    pub fn state_bytes(&self) -> usize {
+        std::mem::size_of::<CardState>() + self.layout.bytes()
+    }
+
+    /// The task `task` (its [`key`]: of the event's `task_id`, or of its `card_id` when the event
+    /// has no `task_id`) as this manager's state knows it.
+    pub fn task(&self, state: &CardState, task: u64) -> Option<TaskView> {
+        state.inner.lock().task(task).map(TaskView::from)
+    }
+
+    /// The open task on card `card`, else the open task for client `client` (keys, see [`key`]),
+    /// whichever exists; among several, the one created or rescheduled last. For the engine's
+    /// joins: a call or message with the client after [`TaskView::anchor_ms`] is a contact made
+    /// on the task.
+    pub fn open_task_on(&self, state: &CardState, card: Option<u64>, client: Option<u64>) -> Option<TaskView> {
+        let inner = state.inner.lock();
+        let best = |matches: &dyn Fn(&state::Task) -> bool| {
+            inner
+                .tasks
+                .iter()
+                .filter(|task| task.is_open() && matches(task))
+                .max_by_key(|task| task.created_ms.max(task.rescheduled_ms))
+                .map(TaskView::from)
+        };
+        card.filter(|&c| c != 0)
+            .and_then(|card| best(&|task| task.card == card))
+            .or_else(|| client.filter(|&c| c != 0).and_then(|client| best(&|task| task.client == client)))
+    }
+
+    /// Calls `visit` with every open task of the manager.
+    pub fn for_each_open_task(&self, state: &CardState, mut visit: impl FnMut(&TaskView)) {
+        let inner = state.inner.lock();
+        for task in inner.tasks.iter().filter(|task| task.is_open()) {
+            visit(&TaskView::from(task));
+        }
+    }
+
+    /// The open deals of `pipeline`/`stage` (label values, `"other"` included) in a snapshot.
+    pub fn deals_open(&self, snapshot: &CardSnapshot, pipeline: &str, stage: &str) -> u64 {
+        self.slot_of(pipeline, stage).and_then(|slot| snapshot.deals_open.get(usize::from(slot)).copied()).unwrap_or(0)
+    }
+
+    /// The stage transitions counted for `pipeline`, `stage_from` to `stage_to` (label values).
+    pub fn stage_transitions(&self, snapshot: &CardSnapshot, pipeline: &str, from: &str, to: &str) -> u64 {
+        let (Some(from), Some(to)) = (self.slot_of(pipeline, from), self.slot_of(pipeline, to)) else { return 0 };
+        let ((p, from), (_, to)) = (self.funnel.split_slot(from), self.funnel.split_slot(to));
+        let t = self.funnel.transition(p, from, to);
+        snapshot.transitions.binary_search_by_key(&t, |&(t, _)| t).map_or(0, |i| snapshot.transitions[i].1)
+    }
+
+    /// Distinct cards touched in the exported window `label`; `None` if it is not exported.
+    pub fn cards_touched(&self, snapshot: &CardSnapshot, label: &str) -> Option<u64> {
+        let position = self.touch.labels().position(|l| l == label)?;
+        snapshot.touched.get(position).copied()
+    }
+
+    /// `(comments, thin comments)` in window `label`; `None` where the family does not export it.
+    pub fn window_comments(&self, snapshot: &CardSnapshot, label: &str) -> (Option<u64>, Option<u64>) {
+        let find = |list: &[(usize, String)], dim: usize| {
+            list.iter().find(|(_, l)| l == label).map(|(position, _)| snapshot.windows[position * DIMS + dim])
+        };
+        (find(&self.comments, DIM_COMMENTS), find(&self.thin, DIM_THIN))
+    }
+
+    /// The stage holding most of the snapshot's open deals, as label values: ties go to the
+    /// earliest slot in configured order (a pipeline's stages in order, then its `"other"`; the
+    /// `"other"` pipeline last). `None` without open deals.
+    pub fn top_stage<'a>(&'a self, snapshot: &CardSnapshot) -> Option<(&'a str, &'a str)> {
+        let mut best: Option<(usize, u64)> = None;
+        for (slot, &count) in snapshot.deals_open.iter().enumerate() {
+            if count > 0 && best.is_none_or(|(_, most)| count > most) {
+                best = Some((slot, count));
+            }
+        }
+        best.map(|(slot, _)| self.funnel.slot_labels(slot as u16))
+    }
+
+    fn slot_of(&self, pipeline: &str, stage: &str) -> Option<u16> {
+        (0..self.funnel.slots() as u16).find(|&slot| self.funnel.slot_labels(slot) == (pipeline, stage))
+    }
+
+    /// Writes the card families for `rows`. Label sets that never occurred are not written; once
+    /// they occurred, gauges stay (at 0 when empty) while the manager is kept.
+    pub fn render(&self, rows: &[CardRow<'_>], out: &mut MetricWriter) {
+        out.family(
+            "salespulse_card_changes_total",
+            "CRM card changes since the manager appeared, by change type.",
+            MetricType::Counter,
+        );
+        for row in rows {
+            for change in CardChangeKind::ALL {
+                let value = row.cards.totals.changes[change.index()];
+                if value > 0 {
+                    let labels = [("change", change.as_str())];
+                    out.sample_prefixed("salespulse_card_changes_total", row.labels, &labels, value as f64);
+                }
+            }
+        }
+
+        out.family("salespulse_window_cards_touched", "Distinct CRM cards changed in the window.", MetricType::Gauge);
+        for row in rows.iter().filter(|row| row.cards.totals.any()) {
+            for (label, value) in self.touch.labels().zip(&row.cards.touched) {
+                let labels = [("window", label)];
+                out.sample_prefixed("salespulse_window_cards_touched", row.labels, &labels, *value as f64);
+            }
+        }
+
+        let commented = |row: &&CardRow<'_>| row.cards.totals.comments > 0;
+        out.family("salespulse_comments_total", "Comments added since the manager appeared.", MetricType::Counter);
+        for row in rows.iter().filter(commented) {
+            out.sample_prefixed("salespulse_comments_total", row.labels, &[], row.cards.totals.comments as f64);
+        }
+        out.family(
+            "salespulse_thin_comments_total",
+            "Comments shorter than the thin-comment threshold since the manager appeared.",
+            MetricType::Counter,
+        );
+        for row in rows.iter().filter(commented) {
+            let value = row.cards.totals.thin_comments as f64;
+            out.sample_prefixed("salespulse_thin_comments_total", row.labels, &[], value);
+        }
+        for (name, help, exported, dim) in [
+            ("salespulse_window_comments", "Comments added in the window.", &self.comments, DIM_COMMENTS),
+            (
+                "salespulse_window_thin_comments",
+                "Comments shorter than the thin-comment threshold in the window.",
+                &self.thin,
+                DIM_THIN,
+            ),
+        ] {
+            out.family(name, help, MetricType::Gauge);
+            for row in rows.iter().filter(commented) {
+                for (position, label) in exported {
+                    let value = row.cards.windows[position * DIMS + dim] as f64;
+                    out.sample_prefixed(name, row.labels, &[("window", label.as_str())], value);
+                }
+            }
+        }
+
+        out.family(
+            "salespulse_stage_transitions_total",
+            "Pipeline stage changes since the manager appeared; unconfigured pipelines and stages are \"other\".",
+            MetricType::Counter,
+        );
+        for row in rows {
+            for &(t, value) in &row.cards.transitions {
+                let (p, from, to) = self.funnel.split_transition(t);
+                let labels = [
+                    ("pipeline", self.funnel.pipeline_label(p)),
+                    ("stage_from", self.funnel.stage_label(p, from)),
+                    ("stage_to", self.funnel.stage_label(p, to)),
+                ];
+                out.sample_prefixed("salespulse_stage_transitions_total", row.labels, &labels, value as f64);
+            }
+        }
+
+        let closed = |row: &&CardRow<'_>| row.cards.totals.deals_won + row.cards.totals.deals_lost > 0;
+        for (name, help, value) in [
+            (
+                "salespulse_deals_won_total",
+                "Deals won since the manager appeared.",
+                (|t: &CardTotals| t.deals_won as f64) as fn(&CardTotals) -> f64,
+            ),
+            ("salespulse_deals_lost_total", "Deals lost since the manager appeared.", |t| t.deals_lost as f64),
+            (
+                "salespulse_deals_won_amount_total",
+                "Sum of the amounts of deals won since the manager appeared, in the CRM's currency.",
+                |t| t.deals_won_amount,
+            ),
+            (
+                "salespulse_deals_lost_amount_total",
+                "Sum of the amounts of deals lost since the manager appeared, in the CRM's currency.",
+                |t| t.deals_lost_amount,
+            ),
+        ] {
+            out.family(name, help, MetricType::Counter);
+            for row in rows.iter().filter(closed) {
+                out.sample_prefixed(name, row.labels, &[], value(&row.cards.totals));
+            }
+        }
+
+        out.family(
+            "salespulse_deals_open",
+            "Open deals held by the manager, by the last known pipeline stage.",
+            MetricType::Gauge,
+        );
+        for row in rows {
+            for (slot, (&value, &seen)) in row.cards.deals_open.iter().zip(&row.cards.seen_slots).enumerate() {
+                if seen || value > 0 {
+                    let (pipeline, stage) = self.funnel.slot_labels(slot as u16);
+                    let labels = [("pipeline", pipeline), ("stage", stage)];
+                    out.sample_prefixed("salespulse_deals_open", row.labels, &labels, value as f64);
+                }
+            }
+        }
+
+        out.family(
+            "salespulse_deals_top_stage",
+            "1 for the pipeline stage holding most of the manager's open deals (ties: earliest configured).",
+            MetricType::Gauge,
+        );
+        for row in rows {
+            if let Some((pipeline, stage)) = self.top_stage(row.cards) {
+                let labels = [("pipeline", pipeline), ("stage", stage)];
+                out.sample_prefixed("salespulse_deals_top_stage", row.labels, &labels, 1.0);
+            }
+        }
+
+        out.family(
+            "salespulse_deals_without_task",
+            "Open deals of the manager with no open task on them.",
+            MetricType::Gauge,
+        );
+        for row in rows.iter().filter(|row| row.cards.had_deal) {
+            let value = row.cards.deals_without_task as f64;
+            out.sample_prefixed("salespulse_deals_without_task", row.labels, &[], value);
+        }
+
+        let tasked = |row: &&CardRow<'_>| row.cards.totals.any_task();
+        for (name, help, kind, value) in [
+            (
+                "salespulse_tasks_open",
+                "Open (not completed) tasks of the manager.",
+                MetricType::Gauge,
+                (|s: &CardSnapshot| s.tasks_open as f64) as fn(&CardSnapshot) -> f64,
+            ),
+            (
+                "salespulse_tasks_overdue",
+                "Open tasks of the manager whose due time has passed.",
+                MetricType::Gauge,
+                |s| s.tasks_overdue as f64,
+            ),
+            (
+                "salespulse_tasks_completed_total",
+                "Tasks completed since the manager appeared.",
+                MetricType::Counter,
+                |s| s.totals.tasks_completed as f64,
+            ),
+            (
+                "salespulse_tasks_rescheduled_total",
+                "Task reschedules that moved the due time, since the manager appeared.",
+                MetricType::Counter,
+                |s| s.totals.tasks_rescheduled as f64,
+            ),
+        ] {
+            out.family(name, help, kind);
+            for row in rows.iter().filter(tasked) {
+                out.sample_prefixed(name, row.labels, &[], value(row.cards));
+            }
+        }
+    }
+}
+
+/// The fingerprint an id is kept as (card, task and client ids): `ledger::fingerprint` with the
+/// lowest bit set, so never 0 (the convention of the manager table and the engine's joins); stable
+/// across processes.
+pub fn key(id: &str) -> u64 {
+    salespulse_core::ledger::fingerprint(id) | 1
+}
+
+/// Single-writer add: a plain load and store, no read-modify-write instruction.
+fn bump(cell: &AtomicU64, delta: u64) {
+    cell.store(cell.load(Ordering::Relaxed).saturating_add(delta), Ordering::Relaxed);
+}
+
+/// Single-writer add to an `f64` kept as bits.
+fn bump_f64(cell: &AtomicU64, delta: f64) {
+    let sum = f64::from_bits(cell.load(Ordering::Relaxed)) + delta;
+    if sum.is_finite() {
+        cell.store(sum.to_bits(), Ordering::Relaxed);
+    }
+}
+
+/// One manager's card state: totals and comment windows through atomics, cards and tasks behind a
+/// lock that only the partition's writer and a scrape take.
+#[derive(Debug)]
+pub struct CardState {
+    totals: [AtomicU64; TOTALS],
+    windows: Counters,
+    inner: Mutex<Inner>,
+}
+
+impl CardState {
+    /// Heap bytes held by the card and task tables (beyond [`Cards::state_bytes`]).
+    pub fn heap_bytes(&self) -> usize {
+        self.inner.lock().heap_bytes()
+    }
+}
+
+/// What the engine needs to join a task with calls and messages. Ids are [`key`]s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskView {
+    /// The task's key.
+    pub task: u64,
+    /// The card it is on, if a task event named a non-task card.
+    pub card: Option<u64>,
+    /// The client, if a task event named one.
+    pub client: Option<u64>,
+    /// Not completed.
+    pub open: bool,
+    /// When it was created, if the creation was seen.
+    pub created_ms: Option<i64>,
+    /// When it was created or last rescheduled, whichever is later; `None` if neither was seen.
+    pub anchor_ms: Option<i64>,
+    /// Its due time, from the newest event that carried one.
+    pub due_ms: Option<i64>,
+    /// When it was completed.
+    pub completed_ms: Option<i64>,
+    /// Reschedules that moved its due time.
+    pub reschedules: u32,
+}
+
+impl From<&state::Task> for TaskView {
+    fn from(task: &state::Task) -> Self {
+        let known = |ms: i64| (ms != NONE).then_some(ms);
+        TaskView {
+            task: task.key,
+            card: (task.card != 0).then_some(task.card),
+            client: (task.client != 0).then_some(task.client),
+            open: task.is_open(),
+            created_ms: known(task.created_ms),
+            anchor_ms: known(task.created_ms.max(task.rescheduled_ms)),
+            due_ms: known(task.due_ms),
+            completed_ms: known(task.completed_ms),
+            reschedules: task.reschedules,
+        }
+    }
+}
+
+/// A manager's card totals since it appeared.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct CardTotals {
+    /// Changes by kind, indexed by `CardChangeKind::index`.
+    pub changes: [u64; CHANGES],
+    /// Comments added.
+    pub comments: u64,
+    /// Thin comments added.
+    pub thin_comments: u64,
+    /// Deals won.
+    pub deals_won: u64,
+    /// Deals lost.
+    pub deals_lost: u64,
+    /// Sum of won deals' amounts.
+    pub deals_won_amount: f64,
+    /// Sum of lost deals' amounts.
+    pub deals_lost_amount: f64,
+    /// Tasks completed.
+    pub tasks_completed: u64,
+    /// Reschedules that moved a task's due time.
+    pub tasks_rescheduled: u64,
+}
+
+impl CardTotals {
+    fn any(&self) -> bool {
+        self.changes.iter().any(|&c| c > 0)
+    }
+
+    fn any_task(&self) -> bool {
+        [CardChangeKind::TaskCreated, CardChangeKind::TaskCompleted, CardChangeKind::TaskRescheduled]
+            .iter()
+            .any(|kind| self.changes[kind.index()] > 0)
+    }
+}
+
+/// How much join state a manager holds: for `salespulse_join_state_entries{stream="cards",kind}`
+/// and the evictions.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct JoinStats {
+    /// Cards tracked.
+    pub cards: u64,
+    /// Tasks tracked.
+    pub tasks: u64,
+    /// Cards evicted at `max_cards_per_manager` since the manager appeared.
+    pub evicted_cards: u64,
+    /// Tasks evicted at `max_tasks_per_manager` since the manager appeared.
+    pub evicted_tasks: u64,
+}
+
+/// A manager's card values at one instant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CardSnapshot {
+    /// Since the manager appeared.
+    pub totals: CardTotals,
+    /// Open tasks.
+    pub tasks_open: u64,
+    /// Open tasks due before the scrape's wall clock.
+    pub tasks_overdue: u64,
+    /// Open deals with no open task on them.
+    pub deals_without_task: u64,
+    /// Whether the manager ever held a deal (the without-task gauge is exported from then on).
+    pub had_deal: bool,
+    /// Cards and tasks tracked, and evictions.
+    pub join: JoinStats,
+    /// Comment counters, window-major in the layout's window order.
+    windows: Vec<u64>,
+    /// Distinct cards touched, per exported `cards_touched` window.
+    touched: Vec<u64>,
+    /// Open deals per slot.
+    deals_open: Vec<u64>,
+    /// Slots an open deal has sat in.
+    seen_slots: Vec<bool>,
+    /// Stage transitions, sorted by transition index.
+    transitions: Vec<(u32, u64)>,
+}
+
+impl CardSnapshot {
+    /// Adds `other` (the same manager seen through another partition). Distinct counts add up:
+    /// exact as long as each card's events stay in one partition (producers keyed by manager or by
+    /// card); the top stage is chosen at render time from the merged open deals.
+    pub fn merge(&mut self, other: &CardSnapshot) {
+        let (mine, theirs) = (&mut self.totals, &other.totals);
+        for (a, b) in mine.changes.iter_mut().zip(&theirs.changes) {
+            *a = a.saturating_add(*b);
+        }
+        for (a, b) in [
+            (&mut mine.comments, theirs.comments),
+            (&mut mine.thin_comments, theirs.thin_comments),
+            (&mut mine.deals_won, theirs.deals_won),
+            (&mut mine.deals_lost, theirs.deals_lost),
+            (&mut mine.tasks_completed, theirs.tasks_completed),
+            (&mut mine.tasks_rescheduled, theirs.tasks_rescheduled),
+            (&mut self.tasks_open, other.tasks_open),
+            (&mut self.tasks_overdue, other.tasks_overdue),
+            (&mut self.deals_without_task, other.deals_without_task),
+            (&mut self.join.cards, other.join.cards),
+            (&mut self.join.tasks, other.join.tasks),
+            (&mut self.join.evicted_cards, other.join.evicted_cards),
+            (&mut self.join.evicted_tasks, other.join.evicted_tasks),
+        ] {
+            *a = a.saturating_add(b);
+        }
+        mine.deals_won_amount += theirs.deals_won_amount;
+        mine.deals_lost_amount += theirs.deals_lost_amount;
+        self.had_deal |= other.had_deal;
+        for (list, theirs) in [(&mut self.windows, &other.windows), (&mut self.touched, &other.touched)] {
+            for (a, b) in list.iter_mut().zip(theirs) {
+                *a = a.saturating_add(*b);
+            }
+        }
+        for (a, b) in self.deals_open.iter_mut().zip(&other.deals_open) {
+            *a = a.saturating_add(*b);
+        }
+        for (a, b) in self.seen_slots.iter_mut().zip(&other.seen_slots) {
+            *a |= *b;
+        }
+        let mut merged = Vec::with_capacity(self.transitions.len() + other.transitions.len());
+        let (mut a, mut b) = (self.transitions.iter().peekable(), other.transitions.iter().peekable());
+        loop {
+            let next = match (a.peek(), b.peek()) {
+                (Some(&&(ta, va)), Some(&&(tb, vb))) if ta == tb => {
+                    a.next();
+                    b.next();
+                    (ta, va.saturating_add(vb))
+                }
+                (Some(&&x), Some(&&y)) if x.0 < y.0 => {
+                    a.next();
+                    x
+                }
+                (_, Some(&&y)) => {
+                    b.next();
+                    y
+                }
+                (Some(&&x), None) => {
+                    a.next();
+                    x
+                }
+                (None, None) => break,
+            };
+            merged.push(next);
+        }
+        self.transitions = merged;
+    }
+}
+
+/// One manager's row in a scrape.
+#[derive(Debug, Clone, Copy)]
+pub struct CardRow<'a> {
+    /// The manager's `manager` and `team` labels, rendered once by `expo::label_prefix`.
+    pub labels: &'a str,
+    /// The values.
+    pub cards: &'a CardSnapshot,
+}
+
+#[cfg(test)]
+mod tests;
