@@ -21,7 +21,7 @@
 //!
 //! Main types: [`Cards`] (configuration, folding and the shared layouts), [`CardState`] (one
 //! manager), [`CardSnapshot`] and [`CardRow`] (a scrape). Names, meanings and every rule are in
-//! this crate's `METRICS.md`.
+//! `docs/metrics.md` (section "CRM cards").
 #![deny(missing_docs)]
 
 mod funnel;
