@@ -3,7 +3,6 @@
 //! The per-manager families are rendered straight from a snapshot of the state into one string:
 //! no intermediate metric objects, no per-sample allocation beyond the output buffer.
 
-
 /// The exposition format of a scrape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {

@@ -4,6 +4,7 @@ use salespulse_calls::CallsConfig;
 use salespulse_cards::CardsConfig;
 use salespulse_core::window::Windows;
 use salespulse_events::{Encoding, Kind};
+use salespulse_messages::MessagesConfig;
 
 use crate::JoinConfig;
 
@@ -25,6 +26,8 @@ pub struct EngineConfig {
     /// The watermark trails the newest event time of a partition by this much; events older than
     /// the watermark by more than the largest window are dropped as late.
     pub allowed_lateness_ms: i64,
+    /// How messages are joined into dialogs, judged and exported.
+    pub messages: MessagesConfig,
     /// How card changes are judged, bounded and exported.
     pub cards: CardsConfig,
     /// Bounds and timing of the cross-stream joins.
@@ -43,6 +46,7 @@ impl EngineConfig {
             windows,
             calls: CallsConfig::default(),
             cards: CardsConfig::default(),
+            messages: MessagesConfig::default(),
             max_managers: 50_000,
             manager_idle_ms: 24 * 3_600_000,
             future_tolerance_ms: 5 * 60_000,

@@ -28,6 +28,7 @@ use salespulse_core::expo::{label_prefix, MetricType, MetricWriter};
 use salespulse_core::ledger::{Duplicate, Ledger};
 use salespulse_core::table::{ManagerTable, PartitionId, PartitionManagers};
 use salespulse_events::{DecodeError, Encoding, Event, EventBody, Kind};
+use salespulse_messages::{MessageRow, MessageSnapshot, MessageState, Messages};
 
 pub use config::{EngineConfig, TopicConfig};
 use joins::JoinState;
@@ -76,6 +77,9 @@ pub enum EngineError {
     /// An export list names a window that is not configured.
     #[error(transparent)]
     Export(#[from] salespulse_calls::ExportError),
+    /// The message stream's configuration is invalid.
+    #[error("messages: {0}")]
+    Messages(#[from] salespulse_messages::MessagesError),
     /// The card stream's configuration is invalid.
     #[error("cards: {0}")]
     Cards(#[from] salespulse_cards::ConfigError),
@@ -118,6 +122,7 @@ pub fn reject_reasons() -> impl Iterator<Item = &'static str> {
 pub struct ManagerState {
     calls: std::sync::OnceLock<Box<CallState>>,
     cards: std::sync::OnceLock<Box<CardState>>,
+    messages: std::sync::OnceLock<Box<MessageState>>,
     joins: Mutex<JoinState>,
 }
 
@@ -144,6 +149,7 @@ pub struct Engine {
     clock: Arc<dyn Clock>,
     calls: Calls,
     cards: Cards,
+    messages: Messages,
     table: ManagerTable<ManagerState>,
     partitions: RwLock<HashMap<TopicPartition, Arc<PartitionContext>>>,
     metrics: EngineMetrics,
@@ -161,10 +167,12 @@ impl Engine {
     pub fn new(config: EngineConfig, clock: Arc<dyn Clock>, registry: &Registry) -> Result<Engine, EngineError> {
         let calls = Calls::new(&config.windows, &config.calls)?;
         let cards = Cards::new(&config.windows, &config.cards)?;
+        let messages = Messages::new(&config.windows, &config.messages)?;
         let metrics = EngineMetrics::register(registry)?;
         Ok(Engine {
             calls,
             cards,
+            messages,
             table: ManagerTable::new(config.max_managers),
             config,
             clock,
@@ -303,7 +311,11 @@ impl Engine {
                     let loggable = self.calls.is_successful(call);
                     join.call(joins, client, card, call.started_at_ms, call.ended_at_ms, loggable);
                 }
-                EventBody::Message(message) => join.message(joins, message.client_id.as_deref(), at_ms),
+                EventBody::Message(message) => {
+                    let messages = state.messages.get_or_init(|| Box::new(self.messages.new_state()));
+                    self.messages.apply(messages, windows, message, at_ms, now_ms);
+                    join.message(joins, message.client_id.as_deref(), at_ms);
+                }
                 EventBody::CardChange(change) => {
                     let cards = state.cards.get_or_init(|| Box::new(self.cards.new_state()));
                     self.cards.apply(cards, windows, change, at_ms, now_ms);
@@ -389,7 +401,8 @@ impl Engine {
             };
             let calls = entry.state.calls.get().map(|calls| self.calls.snapshot(calls, windows, &plan));
             let cards = entry.state.cards.get().map(|cards| self.cards.snapshot(cards, windows, &plan, now_ms));
-            rows.push(Row { manager: Arc::clone(manager), team: entry.team(), calls, cards, joins });
+            let messages = entry.state.messages.get().map(|m| self.messages.snapshot(m, windows, &plan, now_ms));
+            rows.push(Row { manager: Arc::clone(manager), team: entry.team(), calls, cards, messages, joins });
         });
         // A manager whose events came through several partition groups is one series: merge.
         rows.sort_unstable_by(|a, b| a.manager.cmp(&b.manager));
@@ -403,6 +416,11 @@ impl Engine {
                 (Some(_), None) => {}
             }
             match (&mut kept.cards, later.cards.take()) {
+                (Some(mine), Some(theirs)) => mine.merge(&theirs),
+                (mine @ None, theirs) => *mine = theirs,
+                (Some(_), None) => {}
+            }
+            match (&mut kept.messages, later.messages.take()) {
                 (Some(mine), Some(theirs)) => mine.merge(&theirs),
                 (mine @ None, theirs) => *mine = theirs,
                 (Some(_), None) => {}
@@ -432,10 +450,19 @@ impl Engine {
             .filter_map(|(row, labels)| Some(CardRow { labels, cards: row.cards.as_ref()? }))
             .collect();
         self.cards.render(&card_rows, out);
+        let message_rows: Vec<MessageRow<'_>> = rows
+            .iter()
+            .filter_map(|row| {
+                Some(MessageRow { manager: &row.manager, team: row.team.as_deref(), messages: row.messages.as_ref()? })
+            })
+            .collect();
+        self.messages.render(&message_rows, out);
         render_joins(&rows, &labels, out);
         self.metrics.managers.set(self.table.len() as i64);
         let card_entries = |row: &Row| row.cards.as_ref().map_or(0, |c| c.join.cards + c.join.tasks);
-        self.metrics.join_entries.set(rows.iter().map(|row| row.joins.entries + card_entries(row)).sum::<u64>() as i64);
+        let dialogs = |row: &Row| row.messages.as_ref().map_or(0, |m| m.dialogs.held);
+        let entries: u64 = rows.iter().map(|row| row.joins.entries + card_entries(row) + dialogs(row)).sum();
+        self.metrics.join_entries.set(entries as i64);
     }
 }
 
@@ -445,6 +472,7 @@ struct Row {
     team: Option<Arc<str>>,
     calls: Option<CallSnapshot>,
     cards: Option<CardSnapshot>,
+    messages: Option<MessageSnapshot>,
     joins: JoinCounts,
 }
 

@@ -13,6 +13,7 @@ use salespulse_core::window::{parse_minutes, ShiftConfig, Windows, WindowsConfig
 use salespulse_engine::{EngineConfig, JoinConfig, TopicConfig};
 use salespulse_events::{Encoding, Kind};
 use salespulse_kafka::IngestConfig;
+use salespulse_messages::{MessageExport, MessagesConfig, WorkingHours};
 use serde::Deserialize;
 
 /// The whole file.
@@ -30,6 +31,9 @@ pub struct FileConfig {
     /// How calls are judged.
     #[serde(default)]
     pub calls: CallsSection,
+    /// How messages are joined into dialogs and judged.
+    #[serde(default)]
+    pub messages: MessagesSection,
     /// How CRM card changes are judged and bounded.
     #[serde(default)]
     pub cards: CardsSection,
@@ -185,6 +189,14 @@ pub struct ExportSection {
     pub missed_calls: Vec<String>,
     /// `salespulse_window_call_talk_seconds`.
     pub call_talk_seconds: Vec<String>,
+    /// `salespulse_window_messages`.
+    pub messages: Vec<String>,
+    /// `salespulse_window_new_dialogs`.
+    pub new_dialogs: Vec<String>,
+    /// `salespulse_window_response_time_seconds` (the most memory per window: histograms).
+    pub response_time: Vec<String>,
+    /// `salespulse_window_service_level` and `salespulse_window_responses`.
+    pub service_level: Vec<String>,
     /// `salespulse_window_cards_touched`.
     pub cards_touched: Vec<String>,
     /// `salespulse_window_comments`.
@@ -195,8 +207,12 @@ pub struct ExportSection {
 
 impl Default for ExportSection {
     fn default() -> Self {
-        let (calls, cards) = (CallExport::default(), CardExport::default());
+        let (calls, cards, messages) = (CallExport::default(), CardExport::default(), MessageExport::default());
         ExportSection {
+            messages: messages.messages,
+            new_dialogs: messages.new_dialogs,
+            response_time: messages.response_time,
+            service_level: messages.service_level,
             calls: calls.calls,
             successful_contacts: calls.successful_contacts,
             missed_calls: calls.missed_calls,
@@ -241,6 +257,54 @@ pub struct CallsSection {
 impl Default for CallsSection {
     fn default() -> Self {
         CallsSection { successful_contact_min_talk: Duration::from_secs(40) }
+    }
+}
+
+/// `[messages]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MessagesSection {
+    /// A dialog with no message for this long is over; its next message starts a new dialog.
+    #[serde(with = "humantime_serde")]
+    pub dialog_idle_gap: Duration,
+    /// A response within this time (inclusive) meets the service level.
+    #[serde(with = "humantime_serde")]
+    pub service_level_target: Duration,
+    /// Dialogs tracked per manager.
+    pub max_dialogs_per_manager: usize,
+    /// The schedule of working-hours response times.
+    pub working_hours: WorkingHoursSection,
+}
+
+impl Default for MessagesSection {
+    fn default() -> Self {
+        let core = MessagesConfig::default();
+        MessagesSection {
+            dialog_idle_gap: Duration::from_millis(core.dialog_idle_gap_ms as u64),
+            service_level_target: Duration::from_millis(core.service_level_target_ms as u64),
+            max_dialogs_per_manager: core.max_dialogs_per_manager,
+            working_hours: WorkingHoursSection::default(),
+        }
+    }
+}
+
+/// `[messages.working_hours]`: a weekly schedule, e.g. `mon = ["09:00-13:00", "14:00-18:00"]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkingHoursSection {
+    /// IANA time zone of the schedule.
+    pub time_zone: String,
+    /// Weekday (`mon` .. `sun`) to working intervals (`HH:MM-HH:MM`); days not listed are off.
+    pub days: BTreeMap<String, Vec<String>>,
+}
+
+impl Default for WorkingHoursSection {
+    fn default() -> Self {
+        let office = vec!["09:00-18:00".to_owned()];
+        WorkingHoursSection {
+            time_zone: "UTC".into(),
+            days: ["mon", "tue", "wed", "thu", "fri"].iter().map(|d| (d.to_string(), office.clone())).collect(),
+        }
     }
 }
 
@@ -420,9 +484,23 @@ impl FileConfig {
             },
         };
         engine.joins.unlogged_call_delay_ms = millis(self.joins.unlogged_call_delay);
+        let hours = &self.messages.working_hours;
+        engine.messages = MessagesConfig {
+            dialog_idle_gap_ms: millis(self.messages.dialog_idle_gap),
+            service_level_target_ms: millis(self.messages.service_level_target),
+            working_hours: WorkingHours::parse(&hours.time_zone, &hours.days).context("[messages.working_hours]")?,
+            max_dialogs_per_manager: self.messages.max_dialogs_per_manager,
+            export: MessageExport {
+                messages: export.messages.clone(),
+                new_dialogs: export.new_dialogs.clone(),
+                response_time: export.response_time.clone(),
+                service_level: export.service_level.clone(),
+            },
+        };
         // Resolve the export lists now, so a typo is a configuration error, not a start failure.
         salespulse_calls::Calls::new(&engine.windows, &engine.calls).context("[windows.export]")?;
         salespulse_cards::Cards::new(&engine.windows, &engine.cards).context("[cards]")?;
+        salespulse_messages::Messages::new(&engine.windows, &engine.messages).context("[messages]")?;
         engine.allowed_lateness_ms = millis(self.windows.allowed_lateness);
         engine.max_managers = self.limits.max_managers;
         engine.manager_idle_ms = millis(self.limits.manager_idle);
@@ -516,6 +594,11 @@ mod tests {
             stages = ["new", "won"]
             [joins]
             unlogged_call_delay = "10m"
+            [messages]
+            service_level_target = "2m"
+            [messages.working_hours]
+            time_zone = "Europe/Moscow"
+            days = { mon = ["09:00-13:00", "14:00-18:00"], sat = ["10:00-14:00"] }
             [windows]
             sliding = ["1m", "8h"]
             time_zone = "Europe/Moscow"
@@ -539,6 +622,11 @@ mod tests {
         assert_eq!(settings.engine.calls.export.calls, ["1m", "shift"]);
         assert_eq!(settings.engine.cards.pipelines[0].stages, ["new", "won"]);
         assert_eq!(settings.engine.joins.unlogged_call_delay_ms, 600_000);
+        assert_eq!(settings.engine.messages.service_level_target_ms, 120_000);
+        let hours = &settings.engine.messages.working_hours;
+        // Monday 2026-11-23 12:00 to 15:00 Moscow time: 12-13 and 14-15 are working hours.
+        let noon = chrono::DateTime::parse_from_rfc3339("2026-11-23T12:00:00+03:00").unwrap().timestamp_millis();
+        assert_eq!(hours.working_ms(noon, noon + 3 * 3_600_000), 2 * 3_600_000);
     }
 
     #[test]
@@ -551,6 +639,7 @@ mod tests {
             ("[kafka]\nbootstrap_servers = \"b\"\ntopics = [\"c\"]\n[windows]\ntime_zone = \"Mars/Base\"\n", "Mars/Base"),
             ("[kafka]\nbootstrap_servers = \"b\"\ntopics = [\"c\"]\n[windows.shift]\nstart = \"9:10\"\nlength = \"9h\"\n", "shift"),
             ("[kafka]\nbootstrap_servers = \"b\"\ntopics = [\"c\"]\n[windows.export]\ncalls = [\"2h\"]\n", "2h"),
+            ("[kafka]\nbootstrap_servers = \"b\"\ntopics = [\"c\"]\n[messages.working_hours]\ndays = { funday = [\"09:00-18:00\"] }\n", "funday"),
             ("[kafka]\nbootstrap_servers = \"b\"\ntopics = [\"c\"]\n[http]\nlisten = \"nowhere\"\n", "listen"),
         ] {
             let error = format!("{:#}", parse(text).unwrap_err());
