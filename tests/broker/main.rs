@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use salespulse_events::{Call, CallDirection, CallStatus, Event, EventBody};
+use salespulse_events::{Call, CallDirection, CallStatus, Event, EventBody, Message, MessageDirection};
 use salespulse_kafka::{create_topics, EventProducer};
 use support::{free_port, get, value, wait_for, write_config, Daemon};
 
@@ -31,8 +31,15 @@ fn rfc3339(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms).unwrap().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-/// Produces the JSON fixture lines (`key<TAB>value`) with kcat, times filled in relative to `now`.
+/// Produces the JSON fixture lines (`key<TAB>value`) with kcat, times filled in relative to `now`
+/// (`@AGO_<minutes>@` is that many minutes before `now`, in epoch milliseconds).
 fn kcat_produce(bootstrap: &str, topic: &str, fixture: &str, now: i64) {
+    let mut fixture = fixture.to_owned();
+    while let Some(start) = fixture.find("@AGO_") {
+        let end = start + 5 + fixture[start + 5..].find('@').expect("closing @");
+        let minutes: i64 = fixture[start + 5..end].parse().expect("minutes");
+        fixture.replace_range(start..=end, &(now - minutes * 60_000).to_string());
+    }
     let text = fixture
         .replace("@NOW_MS@", &now.to_string())
         .replace("@MS_AGO_60@", &(now - 60_000).to_string())
@@ -195,6 +202,142 @@ fn calls_end_to_end_exact_values_then_clean_restart() {
         value(&body, r#"salespulse_calls_total{manager="ivanov",team="north",direction="outbound",status="answered"}"#),
         None
     );
+    let status = daemon.terminate(Duration::from_secs(20));
+    assert!(status.success(), "exit status {status}");
+}
+
+fn message(id: &str, dialog: &str, channel: &str, inbound: bool, at: i64, new_dialog: Option<bool>) -> Vec<u8> {
+    salespulse_events::encode_protobuf(&Event {
+        event_id: id.into(),
+        occurred_at_ms: at,
+        manager_id: "sidorov".into(),
+        team: Some("east".into()),
+        source: Some("gateway".into()),
+        body: EventBody::Message(Message {
+            message_id: format!("m-{id}"),
+            dialog_id: dialog.into(),
+            channel: channel.into(),
+            direction: if inbound { MessageDirection::Inbound } else { MessageDirection::Outbound },
+            client_id: Some("cl-1".into()),
+            new_dialog,
+        }),
+    })
+}
+
+/// The value of the sample of `family` that has exactly `labels` (in any order).
+fn sample(body: &str, family: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    body.lines().find_map(|line| {
+        let rest = line.strip_prefix(family)?.strip_prefix('{')?;
+        let (inside, value) = rest.rsplit_once("} ")?;
+        let mut found: Vec<(&str, &str)> = inside
+            .split("\",")
+            .map(|pair| {
+                let (k, v) = pair.split_once("=\"").unwrap_or((pair, ""));
+                (k, v.trim_end_matches('"'))
+            })
+            .collect();
+        found.sort_unstable();
+        let mut wanted = labels.to_vec();
+        wanted.sort_unstable();
+        (found == wanted).then(|| value.parse().ok()).flatten()
+    })
+}
+
+#[test]
+fn three_streams_on_separate_topics() {
+    let bootstrap = bootstrap();
+    let (calls, messages, crm) = (unique("it3-calls"), unique("it3-messages"), unique("it3-crm"));
+    create_topics(&bootstrap, &[(&calls, 2), (&messages, 2), (&crm, 2)]).expect("creating the topics");
+    let now = now_ms();
+    let min = 60_000;
+    // Calls and card changes as JSON through kcat; messages as protobuf through our producer.
+    kcat_produce(&bootstrap, &calls, include_str!("../fixtures/e2e/three-streams-calls.txt"), now);
+    kcat_produce(&bootstrap, &crm, include_str!("../fixtures/e2e/three-streams-crm.txt"), now);
+    let producer = EventProducer::new(&bootstrap).unwrap();
+    for payload in [
+        message("ts-m1", "d1", "whatsapp", true, now - 15 * min, Some(true)),
+        message("ts-m2", "d1", "whatsapp", false, now - 12 * min, None),
+        message("ts-m3", "d1", "whatsapp", true, now - 3 * min, None),
+        message("ts-m4", "d2", "telegram", true, now - 8 * min, None),
+    ] {
+        producer.send(&messages, "sidorov", &payload, Some("application/x-protobuf")).unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let tables = format!(
+        "[[kafka.topics]]\nname = \"{calls}\"\nkind = \"call\"\n\
+         [[kafka.topics]]\nname = \"{messages}\"\nkind = \"message\"\n\
+         [[kafka.topics]]\nname = \"{crm}\"\nkind = \"card_change\"\n\
+         [windows.export]\ncards_touched = [\"1h\"]\ncomments = [\"1h\"]\nthin_comments = [\"1h\"]\n\
+         [[cards.pipelines]]\nname = \"sales\"\nstages = [\"new\", \"proposal\"]\n"
+    );
+    let config = write_config(dir.path(), &bootstrap, &unique("it3-group"), &tables, listen);
+    let mut daemon = Daemon::run(&config, listen);
+    let body = daemon.scrape_until("all 10 events applied", Duration::from_secs(60), |body| {
+        let applied: f64 = ["call", "message", "card_change"]
+            .iter()
+            .filter_map(|s| sample(body, "salespulse_events_applied_total", &[("stream", s)]))
+            .sum();
+        (applied >= 10.0).then(|| body.to_owned())
+    });
+    let me = [("manager", "sidorov"), ("team", "east")];
+    let with = |extra: &[(&'static str, &'static str)]| -> Vec<(&'static str, &'static str)> {
+        me.iter().copied().chain(extra.iter().copied()).collect()
+    };
+    let expect: Vec<(&str, Vec<(&str, &str)>, f64)> = vec![
+        ("salespulse_events_applied_total", vec![("stream", "call")], 2.0),
+        ("salespulse_events_applied_total", vec![("stream", "message")], 4.0),
+        ("salespulse_events_applied_total", vec![("stream", "card_change")], 4.0),
+        // Calls: c1 was noted in the CRM 5 minutes later; c2, 40 minutes ago, never was.
+        ("salespulse_calls_unlogged_total", with(&[]), 1.0),
+        ("salespulse_successful_contacts_total", with(&[("direction", "outbound")]), 2.0),
+        // Cards: a real comment and a thin one ("Called", 6 characters), an overdue task on deal-1,
+        // deal-2 moved to "proposal" with no task on it.
+        ("salespulse_comments_total", with(&[]), 2.0),
+        ("salespulse_thin_comments_total", with(&[]), 1.0),
+        ("salespulse_window_cards_touched", with(&[("window", "1h")]), 2.0),
+        ("salespulse_tasks_open", with(&[]), 1.0),
+        ("salespulse_tasks_overdue", with(&[]), 1.0),
+        ("salespulse_deals_open", with(&[("pipeline", "sales"), ("stage", "proposal")]), 1.0),
+        ("salespulse_deals_without_task", with(&[]), 1.0),
+        // Messages: one reply after 3 minutes, two dialogs waiting now.
+        ("salespulse_messages_total", with(&[("channel", "whatsapp"), ("direction", "inbound")]), 2.0),
+        ("salespulse_messages_total", with(&[("channel", "whatsapp"), ("direction", "outbound")]), 1.0),
+        ("salespulse_messages_total", with(&[("channel", "telegram"), ("direction", "inbound")]), 1.0),
+        ("salespulse_new_dialogs_total", with(&[("channel", "whatsapp")]), 1.0),
+        ("salespulse_new_dialogs_total", with(&[("channel", "telegram")]), 1.0),
+        ("salespulse_responses_total", with(&[("channel", "whatsapp")]), 1.0),
+        ("salespulse_responses_within_target_total", with(&[("channel", "whatsapp")]), 1.0),
+        ("salespulse_window_service_level", with(&[("window", "1h")]), 1.0),
+        ("salespulse_dialogs_waiting", with(&[]), 2.0),
+        (
+            "salespulse_response_time_seconds_count",
+            vec![("team", "east"), ("channel", "whatsapp"), ("hours", "all")],
+            1.0,
+        ),
+        (
+            "salespulse_response_time_seconds_sum",
+            vec![("team", "east"), ("channel", "whatsapp"), ("hours", "all")],
+            180.0,
+        ),
+    ];
+    for (family, labels, expected) in &expect {
+        assert_eq!(sample(&body, family, labels), Some(*expected), "{family}{labels:?}\n{body}");
+    }
+    // The oldest waiting question is 8 minutes old, plus however long the test took to get here.
+    let oldest = sample(&body, "salespulse_oldest_wait_seconds", &me).unwrap();
+    assert!((480.0..600.0).contains(&oldest), "{oldest}");
+    // The 3-minute response lies in the (128 s, 181 s] bucket: so does its windowed median.
+    let median = sample(
+        &body,
+        "salespulse_window_response_time_seconds",
+        &with(&[("hours", "all"), ("q", "0.5"), ("window", "1h")]),
+    );
+    assert!(median.is_some_and(|m| (128.0..=181.0).contains(&m)), "{median:?}\n{body}");
+    assert!(!body.contains("cl-1") && !body.contains("deal-1") && !body.contains("\"d1\""));
+    promtool_check_metrics(&body);
     let status = daemon.terminate(Duration::from_secs(20));
     assert!(status.success(), "exit status {status}");
 }
