@@ -286,7 +286,8 @@ fn three_streams_on_separate_topics() {
     let with = |extra: &[(&'static str, &'static str)]| -> Vec<(&'static str, &'static str)> {
         me.iter().copied().chain(extra.iter().copied()).collect()
     };
-    let expect: Vec<(&str, Vec<(&str, &str)>, f64)> = vec![
+    type Labels = Vec<(&'static str, &'static str)>;
+    let expect: Vec<(&str, Labels, f64)> = vec![
         ("salespulse_events_applied_total", vec![("stream", "call")], 2.0),
         ("salespulse_events_applied_total", vec![("stream", "message")], 4.0),
         ("salespulse_events_applied_total", vec![("stream", "card_change")], 4.0),
