@@ -78,18 +78,23 @@ fn demo_shows_moving_numbers_on_the_in_process_kafka() {
     let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let address = listen.to_string();
     let mut daemon = Daemon::start(
-        &["demo", "--listen", &address, "--managers", "4", "--calls-per-second", "50"],
+        &["demo", "--listen", &address, "--managers", "4", "--events-per-second", "150"],
         &[("RUST_LOG", "warn")],
         listen,
     );
     let readyz = daemon.url("/readyz");
     wait_for("the demo to join its group", Duration::from_secs(60), || get(&readyz, None).filter(|a| a.status == 200));
-    let applied = daemon.scrape_until("the demo to apply 20 calls", Duration::from_secs(60), |body| {
-        value(body, r#"salespulse_events_applied_total{stream="call"}"#).filter(|n| *n >= 20.0)
+    // Every stream moves: calls, messages and CRM changes.
+    let body = daemon.scrape_until("the demo to apply events of every stream", Duration::from_secs(60), |body| {
+        let applied = |stream: &str| value(body, &format!(r#"salespulse_events_applied_total{{stream="{stream}"}}"#));
+        ["call", "message", "card_change"]
+            .iter()
+            .all(|s| applied(s).is_some_and(|n| n >= 10.0))
+            .then(|| body.to_owned())
     });
-    assert!(applied >= 20.0);
-    let body = daemon.scrape();
-    assert!(body.contains(r#"salespulse_window_calls{manager="ivanov",team="north""#), "{body}");
+    for family in ["salespulse_window_calls{", "salespulse_messages_total{", "salespulse_comments_total{"] {
+        assert!(body.contains(&format!(r#"{family}manager="ivanov",team="north""#)), "{family}\n{body}");
+    }
     let status = daemon.terminate(Duration::from_secs(20));
     assert!(status.success(), "exit status {status}");
 }

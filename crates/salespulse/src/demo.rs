@@ -8,15 +8,22 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use rand::Rng;
+use salespulse_cards::PipelineConfig;
 use salespulse_core::window::{Windows, WindowsConfig};
 use salespulse_engine::{EngineConfig, TopicConfig};
-use salespulse_events::{Call, CallDirection, CallStatus, Event, EventBody, Kind};
+use salespulse_events::{
+    Call, CallDirection, CallStatus, CardChange, CardChangeKind, CardType, Event, EventBody, Kind, Message,
+    MessageDirection,
+};
 use salespulse_kafka::{EventProducer, IngestConfig, MockKafka};
 
 use crate::config::{LogSection, Settings};
 use crate::daemon;
 
-const TOPIC: &str = "salespulse.calls";
+const CALLS: &str = "salespulse.calls";
+const MESSAGES: &str = "salespulse.messages";
+const CRM: &str = "salespulse.crm";
+const STAGES: [&str; 5] = ["new", "qualified", "proposal", "invoice", "payment"];
 const TEAMS: [&str; 2] = ["north", "south"];
 const NAMES: [&str; 12] = [
     "ivanov",
@@ -34,21 +41,28 @@ const NAMES: [&str; 12] = [
 ];
 
 /// Runs the demo until SIGINT or SIGTERM.
-pub fn run(listen: SocketAddr, managers: usize, calls_per_second: f64) -> anyhow::Result<()> {
+pub fn run(listen: SocketAddr, managers: usize, events_per_second: f64) -> anyhow::Result<()> {
     let log = LogSection::default();
     daemon::init_logging(&log)?;
     let kafka = MockKafka::start()?;
-    kafka.create_topic(TOPIC, 3)?;
     let bootstrap = kafka.bootstrap_servers();
 
     let mut engine = EngineConfig::new(Windows::new(&WindowsConfig::default()).context("demo windows")?);
-    engine.topics.push(TopicConfig { name: TOPIC.into(), encoding: None, kind: Some(Kind::Call) });
+    engine.cards.pipelines =
+        vec![PipelineConfig { name: "sales".into(), stages: STAGES.iter().map(|s| s.to_string()).collect() }];
+    // A short delay, so unlogged calls show up within minutes.
+    engine.joins.unlogged_call_delay_ms = 2 * 60_000;
+    for (topic, kind) in [(CALLS, Kind::Call), (MESSAGES, Kind::Message), (CRM, Kind::CardChange)] {
+        // Equal partition counts: a manager's events meet in one partition group.
+        kafka.create_topic(topic, 3)?;
+        engine.topics.push(TopicConfig { name: topic.into(), encoding: None, kind: Some(kind) });
+    }
     let settings = Settings {
         engine,
         ingest: IngestConfig {
             bootstrap_servers: bootstrap.clone(),
             group_id: "salespulse-demo".into(),
-            topics: vec![TOPIC.into()],
+            topics: vec![CALLS.into(), MESSAGES.into(), CRM.into()],
             properties: Default::default(),
         },
         listen,
@@ -59,12 +73,12 @@ pub fn run(listen: SocketAddr, managers: usize, calls_per_second: f64) -> anyhow
     let producer = EventProducer::new(&bootstrap)?;
     let team = Team::new(managers.clamp(1, 1000));
     let simulator_stop = Arc::clone(&stop);
-    let rate = calls_per_second.clamp(0.01, 10_000.0);
+    let rate = events_per_second.clamp(0.01, 10_000.0);
     let simulator = std::thread::Builder::new()
         .name("simulator".into())
         .spawn(move || team.simulate(&producer, rate, &simulator_stop))?;
 
-    println!("salespulse demo: {managers} simulated managers calling through an in-process Kafka ({bootstrap})");
+    println!("salespulse demo: {managers} simulated managers calling, chatting and updating the CRM through an in-process Kafka ({bootstrap})");
     println!("  metrics: http://{listen}/metrics");
     println!("  try:     curl -s http://{listen}/metrics | grep '^salespulse_window_successful_contacts'");
     println!("  stop:    Ctrl-C");
@@ -74,10 +88,13 @@ pub fn run(listen: SocketAddr, managers: usize, calls_per_second: f64) -> anyhow
     result
 }
 
-/// A simulated team: who calls, how often, how long.
+/// A simulated team: who calls, chats and updates the CRM, how often, how long.
 struct Team {
     managers: Vec<(String, &'static str)>,
 }
+
+/// Dialogs awaiting the manager's reply, by (manager index, dialog number).
+type Pending = std::collections::HashSet<(usize, u32)>;
 
 impl Team {
     fn new(size: usize) -> Team {
@@ -91,31 +108,41 @@ impl Team {
         Team { managers }
     }
 
-    fn simulate(&self, producer: &EventProducer, calls_per_second: f64, stop: &AtomicBool) {
+    fn simulate(&self, producer: &EventProducer, events_per_second: f64, stop: &AtomicBool) {
         let mut rng = rand::rng();
         let mut sequence: u64 = 0;
+        let mut pending = Pending::new();
         while !stop.load(Ordering::Relaxed) {
             // Poisson arrivals: exponential gaps with the configured mean.
-            let gap = -(1.0 - rng.random::<f64>()).ln() / calls_per_second;
+            let gap = -(1.0 - rng.random::<f64>()).ln() / events_per_second;
             std::thread::sleep(Duration::from_secs_f64(gap.min(5.0)));
-            // Activity is skewed: the first managers call more, as in real teams.
+            // Activity is skewed: the first managers work more, as in real teams.
             let weight = rng.random::<f64>().powi(2);
-            let (manager, team) = &self.managers[(weight * self.managers.len() as f64) as usize % self.managers.len()];
+            let index = (weight * self.managers.len() as f64) as usize % self.managers.len();
+            let (manager, team) = &self.managers[index];
             sequence += 1;
-            let event = simulated_call(&mut rng, sequence, manager, team);
+            // The event mix of a contact centre: calls 30 %, messages 55 %, CRM changes 15 %.
+            let roll = rng.random::<f64>();
+            let (topic, event) = if roll < 0.30 {
+                (CALLS, simulated_call(&mut rng, sequence, manager, team))
+            } else if roll < 0.85 {
+                (MESSAGES, simulated_message(&mut rng, sequence, index, manager, team, &mut pending))
+            } else {
+                (CRM, simulated_card_change(&mut rng, sequence, manager, team))
+            };
             // Half the producers speak JSON, half protobuf, each saying so in the header.
             let (payload, content_type) = if sequence.is_multiple_of(2) {
                 (salespulse_events::encode_json(&event), "application/json")
             } else {
                 (salespulse_events::encode_protobuf(&event), "application/x-protobuf")
             };
-            let mut sent = producer.send(TOPIC, manager, &payload, Some(content_type));
+            let mut sent = producer.send(topic, manager, &payload, Some(content_type));
             // Now and then a webhook retry (counted once) or a broken record (counted as rejected).
             if sent.is_ok() && rng.random_bool(0.02) {
-                sent = producer.send(TOPIC, manager, &payload, Some(content_type));
+                sent = producer.send(topic, manager, &payload, Some(content_type));
             }
             if sent.is_ok() && rng.random_bool(0.01) {
-                sent = producer.send(TOPIC, manager, b"{\"event_id\": \"broken", Some("application/json"));
+                sent = producer.send(topic, manager, b"{\"event_id\": \"broken", Some("application/json"));
             }
             if let Err(error) = sent {
                 tracing::warn!(%error, "simulator could not produce");
@@ -124,8 +151,99 @@ impl Team {
     }
 }
 
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// A manager's clients: a small book, so calls, chats and CRM notes name the same people.
+fn client(rng: &mut impl Rng, manager: &str) -> String {
+    format!("client-{manager}-{}", rng.random_range(0..40))
+}
+
+fn simulated_message(
+    rng: &mut impl Rng,
+    sequence: u64,
+    index: usize,
+    manager: &str,
+    team: &str,
+    pending: &mut Pending,
+) -> Event {
+    let dialog = rng.random_range(0..6u32);
+    // A waiting client is usually answered next; otherwise clients write more often than managers.
+    let outbound = if pending.contains(&(index, dialog)) { rng.random_bool(0.7) } else { rng.random_bool(0.3) };
+    if outbound {
+        pending.remove(&(index, dialog));
+    } else {
+        pending.insert((index, dialog));
+    }
+    let channel = ["whatsapp", "telegram", "viber"][dialog as usize % 3];
+    Event {
+        event_id: format!("demo-m-{sequence}"),
+        occurred_at_ms: now_ms(),
+        manager_id: manager.to_owned(),
+        team: Some(team.to_owned()),
+        source: Some("demo-gateway".into()),
+        body: EventBody::Message(Message {
+            message_id: format!("msg-{sequence}"),
+            dialog_id: format!("dialog-{manager}-{dialog}"),
+            channel: channel.into(),
+            direction: if outbound { MessageDirection::Outbound } else { MessageDirection::Inbound },
+            client_id: Some(format!("client-{manager}-{dialog}")),
+            new_dialog: None,
+        }),
+    }
+}
+
+fn simulated_card_change(rng: &mut impl Rng, sequence: u64, manager: &str, team: &str) -> Event {
+    let now = now_ms();
+    let deal = rng.random_range(0..12);
+    let roll = rng.random::<f64>();
+    let (change, card_type) = match roll {
+        r if r < 0.40 => (CardChangeKind::CommentAdded, CardType::Deal),
+        r if r < 0.62 => (CardChangeKind::StageChanged, CardType::Deal),
+        r if r < 0.75 => (CardChangeKind::TaskCreated, CardType::Deal),
+        r if r < 0.85 => (CardChangeKind::TaskRescheduled, CardType::Deal),
+        r if r < 0.95 => (CardChangeKind::TaskCompleted, CardType::Deal),
+        r if r < 0.98 => (CardChangeKind::Won, CardType::Deal),
+        _ => (CardChangeKind::Lost, CardType::Deal),
+    };
+    let stage = rng.random_range(1..STAGES.len());
+    let task =
+        matches!(change, CardChangeKind::TaskCreated | CardChangeKind::TaskRescheduled | CardChangeKind::TaskCompleted);
+    Event {
+        event_id: format!("demo-k-{sequence}"),
+        occurred_at_ms: now,
+        manager_id: manager.to_owned(),
+        team: Some(team.to_owned()),
+        source: Some("demo-crm".into()),
+        body: EventBody::CardChange(CardChange {
+            card_id: format!("deal-{manager}-{deal}"),
+            card_type,
+            change,
+            pipeline: Some("sales".into()),
+            stage_from: (change == CardChangeKind::StageChanged).then(|| STAGES[stage - 1].to_owned()),
+            stage_to: (change == CardChangeKind::StageChanged).then(|| STAGES[stage].to_owned()),
+            stage_progress_pct: None,
+            // A quarter of the comments are "Called"-style one-liners.
+            comment_length: (change == CardChangeKind::CommentAdded).then(|| {
+                if rng.random_bool(0.25) {
+                    rng.random_range(3..20)
+                } else {
+                    rng.random_range(20..400)
+                }
+            }),
+            task_id: task.then(|| format!("task-{manager}-{deal}")),
+            task_due_at_ms: task.then(|| now + rng.random_range(-30..240) * 60_000),
+            task_due_from_ms: None,
+            amount: matches!(change, CardChangeKind::Won | CardChangeKind::Lost)
+                .then(|| rng.random_range(10..500) as f64 * 1000.0),
+            client_id: Some(client(rng, manager)),
+        }),
+    }
+}
+
 fn simulated_call(rng: &mut impl Rng, sequence: u64, manager: &str, team: &str) -> Event {
-    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    let now_ms = now_ms();
     let outbound = rng.random_bool(0.65);
     let roll = rng.random::<f64>();
     let status = match (outbound, roll) {
@@ -160,7 +278,7 @@ fn simulated_call(rng: &mut impl Rng, sequence: u64, manager: &str, team: &str) 
             answered_at_ms: (status == CallStatus::Answered).then_some(started_at_ms + ring_ms),
             ended_at_ms: now_ms,
             talk_ms: talk_ms as u64,
-            client_id: Some(format!("client-{}", rng.random_range(1..5000))),
+            client_id: Some(client(rng, manager)),
             card_id: None,
         }),
     }

@@ -41,9 +41,9 @@ enum Command {
         /// Managers in the simulated team.
         #[arg(long, default_value_t = 8)]
         managers: usize,
-        /// Average calls a second produced by the whole team.
-        #[arg(long, default_value_t = 2.0)]
-        calls_per_second: f64,
+        /// Average events a second (calls, messages, CRM changes) produced by the whole team.
+        #[arg(long, default_value_t = 4.0)]
+        events_per_second: f64,
     },
 }
 
@@ -55,7 +55,7 @@ fn main() -> ExitCode {
             daemon::block_on(daemon::run(settings, daemon::shutdown_signal()))
         }),
         Command::CheckConfig { config } => check_config(&config),
-        Command::Demo { listen, managers, calls_per_second } => demo::run(listen, managers, calls_per_second),
+        Command::Demo { listen, managers, events_per_second } => demo::run(listen, managers, events_per_second),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
