@@ -190,6 +190,18 @@ impl Calls {
         CallSnapshot { totals, windows: per_window }
     }
 
+    /// Successful contacts in window `label` of `snapshot`; `None` where the family does not export
+    /// that window.
+    pub fn window_successful(&self, snapshot: &CallSnapshot, label: &str) -> Option<u64> {
+        let (position, _) = self.successful.iter().find(|(_, l)| l == label)?;
+        snapshot.windows.get(position * DIMS + DIM_SUCCESSFUL).copied()
+    }
+
+    /// The windows `salespulse_window_successful_contacts` exports.
+    pub fn successful_windows(&self) -> impl Iterator<Item = &str> {
+        self.successful.iter().map(|(_, label)| label.as_str())
+    }
+
     /// Bytes of one manager's call state.
     pub fn state_bytes(&self) -> usize {
         std::mem::size_of::<CallState>() + self.layout.bytes()
@@ -509,6 +521,18 @@ mod tests {
         assert_eq!(windowed, 14);
         // 8h is not exported by default, but shares the 15-minute level with today and shift.
         assert!(calls.state_bytes() < 4096, "{} bytes", calls.state_bytes());
+    }
+
+    #[test]
+    fn window_successful_reads_the_exported_windows() {
+        let export = CallExport { successful_contacts: vec!["1h".into()], ..every(&["5m"]) };
+        let (windows, calls) = setup(&["5m", "1h"], export);
+        let state = calls.new_state();
+        calls.apply(&state, &windows, &call(CallDirection::Outbound, CallStatus::Answered, 41_000), T0, T0);
+        let snap = calls.snapshot(&state, &windows, &windows.plan(T0));
+        assert_eq!(calls.window_successful(&snap, "1h"), Some(1));
+        assert_eq!(calls.window_successful(&snap, "5m"), None);
+        assert_eq!(calls.successful_windows().collect::<Vec<_>>(), ["1h"]);
     }
 
     #[test]

@@ -32,9 +32,9 @@ pub struct JoinConfig {
     pub max_pending_calls: usize,
     /// Recent card changes kept to match calls that arrive after them, per manager.
     pub max_recent_changes: usize,
-    /// Clients whose last contact is remembered, per manager.
+    /// Clients whose last contacts are remembered, per manager (between half of it and all of it).
     pub max_contacts: usize,
-    /// Open tasks whose last scheduling is remembered, per manager.
+    /// Open tasks whose last scheduling is remembered, per manager (between half of it and all of it).
     pub max_tasks: usize,
 }
 
@@ -44,8 +44,8 @@ impl Default for JoinConfig {
             unlogged_call_delay_ms: 30 * 60_000,
             max_pending_calls: 256,
             max_recent_changes: 256,
-            max_contacts: 1024,
-            max_tasks: 1024,
+            max_contacts: 512,
+            max_tasks: 512,
         }
     }
 }
@@ -70,18 +70,64 @@ struct Change {
 pub struct JoinState {
     pending_calls: VecDeque<PendingCall>,
     recent_changes: VecDeque<Change>,
-    /// Client fingerprint → event times of the latest contacts (newest last, at most a few).
-    contacts: HashMap<u64, ContactTimes>,
+    /// Client fingerprint → event times of the latest contacts.
+    contacts: Generations<ContactTimes>,
     /// Task fingerprint → (client fingerprint, event time it was created or last rescheduled).
-    tasks: HashMap<u64, (u64, i64)>,
+    tasks: Generations<(u64, i64)>,
     counts: JoinCounts,
+}
+
+/// A bounded map in two generations: when the current one holds half the bound, it becomes the
+/// previous one and the old previous one is dropped. Every operation is O(1); what is dropped is
+/// what was least recently touched, give or take a generation.
+#[derive(Debug)]
+struct Generations<V> {
+    current: HashMap<u64, V>,
+    previous: HashMap<u64, V>,
+}
+
+impl<V> Default for Generations<V> {
+    fn default() -> Self {
+        Generations { current: HashMap::new(), previous: HashMap::new() }
+    }
+}
+
+impl<V: Default> Generations<V> {
+    fn get(&self, key: &u64) -> Option<&V> {
+        self.current.get(key).or_else(|| self.previous.get(key))
+    }
+
+    /// The entry of `key`, moved into the current generation; returns how many entries were
+    /// dropped to make room.
+    fn touch(&mut self, key: u64, bound: usize) -> (&mut V, u64) {
+        let mut dropped = 0;
+        if !self.current.contains_key(&key) {
+            let value = self.previous.remove(&key).unwrap_or_default();
+            if self.current.len() >= (bound / 2).max(1) {
+                dropped = self.previous.len() as u64;
+                self.previous = std::mem::take(&mut self.current);
+            }
+            self.current.insert(key, value);
+        }
+        // The key was inserted just above if it was missing.
+        (self.current.entry(key).or_default(), dropped)
+    }
+
+    fn remove(&mut self, key: &u64) {
+        self.current.remove(key);
+        self.previous.remove(key);
+    }
+
+    fn len(&self) -> usize {
+        self.current.len() + self.previous.len()
+    }
 }
 
 /// Contacts are remembered as the latest few event times, so a reschedule can ask "was there a
 /// contact between then and now" even when events arrive somewhat out of order.
 #[derive(Debug, Default, Clone, Copy)]
 struct ContactTimes {
-    times: [i64; 4],
+    times: [i64; 3],
     len: usize,
 }
 
@@ -247,29 +293,15 @@ impl JoinState {
     }
 
     fn contact(&mut self, config: &JoinConfig, client: u64, at_ms: i64) {
-        if !self.contacts.contains_key(&client) && self.contacts.len() >= config.max_contacts {
-            // Forget the client contacted longest ago.
-            if let Some(oldest) = self
-                .contacts
-                .iter()
-                .min_by_key(|(_, c)| c.times[..c.len].iter().copied().max().unwrap_or(i64::MIN))
-                .map(|(k, _)| *k)
-            {
-                self.contacts.remove(&oldest);
-                self.counts.evictions += 1;
-            }
-        }
-        self.contacts.entry(client).or_default().record(at_ms);
+        let (times, dropped) = self.contacts.touch(client, config.max_contacts);
+        times.record(at_ms);
+        self.counts.evictions += dropped;
     }
 
     fn schedule(&mut self, config: &JoinConfig, task: u64, client: u64, at_ms: i64) {
-        if !self.tasks.contains_key(&task) && self.tasks.len() >= config.max_tasks {
-            if let Some(oldest) = self.tasks.iter().min_by_key(|(_, (_, since))| *since).map(|(k, _)| *k) {
-                self.tasks.remove(&oldest);
-                self.counts.evictions += 1;
-            }
-        }
-        self.tasks.insert(task, (client, at_ms));
+        let (entry, dropped) = self.tasks.touch(task, config.max_tasks);
+        *entry = (client, at_ms);
+        self.counts.evictions += dropped;
     }
 }
 

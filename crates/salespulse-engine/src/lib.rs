@@ -123,7 +123,8 @@ pub struct ManagerState {
     calls: std::sync::OnceLock<Box<CallState>>,
     cards: std::sync::OnceLock<Box<CardState>>,
     messages: std::sync::OnceLock<Box<MessageState>>,
-    joins: Mutex<JoinState>,
+    /// Boxed and created on first use, so the map entry stays small (fewer cache lines per event).
+    joins: std::sync::OnceLock<Box<Mutex<JoinState>>>,
 }
 
 /// Per-partition context: the applied ledger and the partition's managers.
@@ -301,7 +302,7 @@ impl Engine {
         let applied = managers.update(&event.manager_id, now_ms, ManagerState::default, |entry| {
             entry.set_team(event.team.as_deref());
             let state = &entry.state;
-            let mut join = state.joins.lock();
+            let mut join = state.joins.get_or_init(Box::default).lock();
             let evictions = join.evictions();
             match &event.body {
                 EventBody::Call(call) => {
@@ -394,11 +395,11 @@ impl Engine {
         let plan = windows.plan(now_ms);
         let mut rows: Vec<Row> = Vec::with_capacity(self.table.len());
         self.table.for_each(|_, manager, entry| {
-            let joins = {
-                let mut join = entry.state.joins.lock();
+            let joins = entry.state.joins.get().map_or_else(JoinCounts::default, |join| {
+                let mut join = join.lock();
                 join.expire(now_ms);
                 join.counts()
-            };
+            });
             let calls = entry.state.calls.get().map(|calls| self.calls.snapshot(calls, windows, &plan));
             let cards = entry.state.cards.get().map(|cards| self.cards.snapshot(cards, windows, &plan, now_ms));
             let messages = entry.state.messages.get().map(|m| self.messages.snapshot(m, windows, &plan, now_ms));
@@ -458,11 +459,35 @@ impl Engine {
             .collect();
         self.messages.render(&message_rows, out);
         render_joins(&rows, &labels, out);
+        self.render_ratios(&rows, &labels, out);
         self.metrics.managers.set(self.table.len() as i64);
         let card_entries = |row: &Row| row.cards.as_ref().map_or(0, |c| c.join.cards + c.join.tasks);
         let dialogs = |row: &Row| row.messages.as_ref().map_or(0, |m| m.dialogs.held);
         let entries: u64 = rows.iter().map(|row| row.joins.entries + card_entries(row) + dialogs(row)).sum();
         self.metrics.join_entries.set(entries as i64);
+    }
+}
+
+impl Engine {
+    /// Successful calls per card touched, in every window both families export, for managers
+    /// with both streams; omitted while no card was touched in the window.
+    fn render_ratios(&self, rows: &[Row], labels: &[String], out: &mut MetricWriter) {
+        const NAME: &str = "salespulse_window_successful_calls_per_card_touched";
+        out.family(
+            NAME,
+            "Successful contacts divided by distinct CRM cards touched, in the window.",
+            MetricType::Gauge,
+        );
+        for (row, labels) in rows.iter().zip(labels) {
+            let (Some(calls), Some(cards)) = (&row.calls, &row.cards) else { continue };
+            for window in self.calls.successful_windows() {
+                let successful = self.calls.window_successful(calls, window);
+                let touched = self.cards.cards_touched(cards, window);
+                if let (Some(successful), Some(touched @ 1..)) = (successful, touched) {
+                    out.sample_prefixed(NAME, labels, &[("window", window)], successful as f64 / touched as f64);
+                }
+            }
+        }
     }
 }
 

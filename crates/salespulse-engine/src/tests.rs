@@ -326,7 +326,13 @@ fn every_record_ends_in_exactly_one_outcome() {
 
 #[test]
 fn calls_not_logged_in_the_crm_are_counted_after_the_delay() {
-    let f = fixture(|_| ());
+    let f = fixture(|c| {
+        c.cards.export = salespulse_cards::CardExport {
+            cards_touched: vec!["1h".into()],
+            comments: Vec::new(),
+            thin_comments: Vec::new(),
+        }
+    });
     // call_event names client "+79151112233"; the second call names another client.
     let logged = salespulse_events::encode_json(&call_event("e1", "ivanov", T0 - 60_000, CallStatus::Answered, 60_000));
     let mut other = call_event("e2", "ivanov", T0 - 60_000, CallStatus::Answered, 60_000);
@@ -340,6 +346,9 @@ fn calls_not_logged_in_the_crm_are_counted_after_the_delay() {
     assert!(matches!(f.engine.ingest(&record("crm", 0, 0, note)), Outcome::Applied(Kind::CardChange)));
     let series = r#"salespulse_calls_unlogged_total{manager="ivanov",team="north"}"#;
     assert_eq!(f.value(series), Some(0.0));
+    // Two successful calls, one card touched, in the windows both families export.
+    let ratio = r#"salespulse_window_successful_calls_per_card_touched{manager="ivanov",team="north",window="1h"}"#;
+    assert_eq!(f.value(ratio), Some(2.0));
     f.clock.advance(29 * 60_000);
     assert_eq!(f.value(series), Some(0.0));
     f.clock.advance(2 * 60_000);
