@@ -146,12 +146,19 @@ impl<S> ManagerTable<S> {
 
     /// Drops managers with no event applied since `before_ms` (wall clock); returns how many.
     pub fn evict_idle(&self, before_ms: i64) -> usize {
+        self.evict_idle_with(before_ms, |_, _| ())
+    }
+
+    /// Like [`ManagerTable::evict_idle`], showing each manager to `on_evict` before it is dropped
+    /// (to keep what must outlive it, such as team totals).
+    pub fn evict_idle_with(&self, before_ms: i64, mut on_evict: impl FnMut(&Arc<str>, &Entry<S>)) -> usize {
         let partitions: Vec<_> = self.partitions.read().values().cloned().collect();
         let mut evicted = 0;
         for partition in partitions {
-            partition.managers.retain(|_, entry| {
+            partition.managers.retain(|manager, entry| {
                 let keep = entry.last_update_ms() >= before_ms;
                 if !keep {
+                    on_evict(manager, entry);
                     evicted += 1;
                 }
                 keep

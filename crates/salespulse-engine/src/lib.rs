@@ -28,7 +28,7 @@ use salespulse_core::expo::{label_prefix, MetricType, MetricWriter};
 use salespulse_core::ledger::{Duplicate, Ledger};
 use salespulse_core::table::{ManagerTable, PartitionId, PartitionManagers};
 use salespulse_events::{DecodeError, Encoding, Event, EventBody, Kind};
-use salespulse_messages::{MessageRow, MessageSnapshot, MessageState, Messages};
+use salespulse_messages::{MessageRow, MessageSnapshot, MessageState, Messages, RetiredHistograms};
 
 pub use config::{EngineConfig, TopicConfig};
 use joins::JoinState;
@@ -151,6 +151,8 @@ pub struct Engine {
     calls: Calls,
     cards: Cards,
     messages: Messages,
+    /// Response-time totals of evicted managers, so team histograms never go down.
+    retired: Mutex<RetiredHistograms>,
     table: ManagerTable<ManagerState>,
     partitions: RwLock<HashMap<TopicPartition, Arc<PartitionContext>>>,
     metrics: EngineMetrics,
@@ -174,6 +176,7 @@ impl Engine {
             calls,
             cards,
             messages,
+            retired: Mutex::new(RetiredHistograms::default()),
             table: ManagerTable::new(config.max_managers),
             config,
             clock,
@@ -377,10 +380,19 @@ impl Engine {
         next
     }
 
-    /// Drops managers with no event for the configured idle time; returns how many.
+    /// Drops managers with no event for the configured idle time; returns how many. Their `_total`
+    /// series go with them; team histograms keep their response times.
     pub fn evict_idle(&self) -> usize {
-        let before = self.clock.now_ms() - self.config.manager_idle_ms;
-        self.table.evict_idle(before)
+        let now_ms = self.clock.now_ms();
+        let windows = &self.config.windows;
+        let plan = windows.plan(now_ms);
+        let mut retired = self.retired.lock();
+        self.table.evict_idle_with(now_ms - self.config.manager_idle_ms, |_, entry| {
+            if let Some(messages) = entry.state.messages.get() {
+                let snapshot = self.messages.snapshot(messages, windows, &plan, now_ms);
+                retired.retire(entry.team().as_deref(), &snapshot);
+            }
+        })
     }
 
     /// Managers held now.
@@ -457,7 +469,7 @@ impl Engine {
                 Some(MessageRow { manager: &row.manager, team: row.team.as_deref(), messages: row.messages.as_ref()? })
             })
             .collect();
-        self.messages.render(&message_rows, out);
+        self.messages.render(&message_rows, &self.retired.lock(), out);
         render_joins(&rows, &labels, out);
         self.render_ratios(&rows, &labels, out);
         self.metrics.managers.set(self.table.len() as i64);

@@ -359,6 +359,38 @@ fn calls_not_logged_in_the_crm_are_counted_after_the_delay() {
     assert!(!body.contains("client-2") && !body.contains("79151112233"));
 }
 
+#[test]
+fn team_histograms_keep_the_response_times_of_evicted_managers() {
+    let f = fixture(|c| c.manager_idle_ms = 3_600_000);
+    let message = |id: &str, manager: &str, inbound: bool, at: i64| {
+        let direction = if inbound { "inbound" } else { "outbound" };
+        format!(
+            r#"{{"kind":"message","event_id":"{id}","occurred_at":{at},"manager_id":"{manager}","team":"north","message_id":"{id}","dialog_id":"d-{manager}","channel":"whatsapp","direction":"{direction}"}}"#
+        )
+    };
+    let events = [
+        message("q1", "ivanov", true, T0 - 120_000),
+        message("a1", "ivanov", false, T0 - 60_000),
+        message("q2", "petrova", true, T0 - 120_000),
+        message("a2", "petrova", false, T0),
+    ];
+    for (offset, event) in events.iter().enumerate() {
+        assert!(matches!(
+            f.engine.ingest(&record("messages", 0, offset as i64, event.as_bytes())),
+            Outcome::Applied(_)
+        ));
+    }
+    let count = r#"salespulse_response_time_seconds_count{team="north",channel="whatsapp",hours="all"}"#;
+    let sum = r#"salespulse_response_time_seconds_sum{team="north",channel="whatsapp",hours="all"}"#;
+    assert_eq!((f.value(count), f.value(sum)), (Some(2.0), Some(180.0)));
+    // Both managers go idle and are evicted; the team's histogram does not go down.
+    f.clock.advance(2 * 3_600_000);
+    assert_eq!(f.engine.evict_idle(), 2);
+    let body = f.scrape();
+    assert_eq!((value_in(&body, count), value_in(&body, sum)), (Some(2.0), Some(180.0)));
+    assert!(!body.contains(r#"manager="ivanov""#), "{body}");
+}
+
 mod reference {
     //! The engine against a brute-force model over the default windows (sliding and calendar):
     //! events arrive shuffled, late, redelivered (same offset) and retried (same id, new offset).

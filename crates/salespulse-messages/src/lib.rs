@@ -397,7 +397,7 @@ impl Messages {
     /// who had a message stay and decay to 0, except the ratios and quantiles, which are omitted
     /// for a window without responses. The response-time histogram is written per team and channel
     /// (rows without a team together, without a `team` label), summed over the rows' managers.
-    pub fn render(&self, rows: &[MessageRow<'_>], out: &mut MetricWriter) {
+    pub fn render(&self, rows: &[MessageRow<'_>], retired: &RetiredHistograms, out: &mut MetricWriter) {
         let rows: Vec<&MessageRow<'_>> = rows.iter().filter(|row| row.messages.any()).collect();
 
         out.family(
@@ -541,16 +541,21 @@ impl Messages {
             }
         }
 
-        self.render_histograms(&rows, out);
+        self.render_histograms(&rows, retired, out);
     }
 
     /// `salespulse_response_time_seconds`: per team and channel, summed over managers.
-    fn render_histograms(&self, rows: &[&MessageRow<'_>], out: &mut MetricWriter) {
+    fn render_histograms(&self, rows: &[&MessageRow<'_>], retired: &RetiredHistograms, out: &mut MetricWriter) {
         const NAME: &str = "salespulse_response_time_seconds";
         const BUCKET: &str = "salespulse_response_time_seconds_bucket";
         const SUM: &str = "salespulse_response_time_seconds_sum";
         const COUNT: &str = "salespulse_response_time_seconds_count";
-        let mut teams: BTreeMap<(Option<&str>, &str), [HistogramTotals; 2]> = BTreeMap::new();
+        // Managers no longer held still count: the team histogram must never go down.
+        let mut teams: BTreeMap<(Option<&str>, &str), [HistogramTotals; 2]> = retired
+            .teams
+            .iter()
+            .map(|((team, channel), sums)| ((team.as_deref(), channel.as_str()), sums.clone()))
+            .collect();
         for row in rows {
             for channel in row.messages.channels.iter().filter(|c| c.responses > 0) {
                 let sums = teams.entry((row.team, &channel.channel)).or_default();
@@ -771,6 +776,25 @@ impl MessageSnapshot {
     }
 }
 
+/// The response-time totals of managers no longer held (evicted when idle, or dropped with their
+/// partition), per team and channel, so the team histogram stays monotonic.
+#[derive(Debug, Default, Clone)]
+pub struct RetiredHistograms {
+    teams: BTreeMap<(Option<String>, String), [HistogramTotals; 2]>,
+}
+
+impl RetiredHistograms {
+    /// Keeps the response-time totals of a manager of `team` about to be dropped.
+    pub fn retire(&mut self, team: Option<&str>, snapshot: &MessageSnapshot) {
+        for channel in snapshot.channels.iter().filter(|c| c.responses > 0) {
+            let sums = self.teams.entry((team.map(str::to_owned), channel.channel.to_string())).or_default();
+            for (sum, totals) in sums.iter_mut().zip(&channel.response_times) {
+                sum.merge(totals);
+            }
+        }
+    }
+}
+
 /// One manager's row in a scrape.
 #[derive(Debug, Clone, Copy)]
 pub struct MessageRow<'a> {
@@ -887,7 +911,7 @@ mod tests {
 
     fn render(m: &Messages, rows: &[MessageRow<'_>]) -> String {
         let mut out = MetricWriter::new(Format::Text);
-        m.render(rows, &mut out);
+        m.render(rows, &RetiredHistograms::default(), &mut out);
         out.finish()
     }
 
