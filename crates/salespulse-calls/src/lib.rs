@@ -70,17 +70,7 @@ impl Default for CallsConfig {
     }
 }
 
-/// An exported window label names no configured window.
-#[derive(Debug, thiserror::Error)]
-#[error("{family}: window {label:?} is not configured (configured: {configured})")]
-pub struct ExportError {
-    /// The family being configured.
-    pub family: &'static str,
-    /// The unknown label.
-    pub label: String,
-    /// The configured labels, for the message.
-    pub configured: String,
-}
+pub use salespulse_core::window::ExportError;
 
 /// The call stream's configuration and bucket layout, shared by all managers.
 #[derive(Debug, Clone)]
@@ -108,20 +98,10 @@ impl Calls {
         let mut specs: Vec<usize> = Vec::new();
         let mut resolved: Vec<Vec<(usize, String)>> = Vec::new();
         for (family, labels) in families {
-            let mut list = Vec::new();
-            for label in labels {
-                match windows.index_of(label) {
-                    Some(spec) => {
-                        if !specs.contains(&spec) {
-                            specs.push(spec);
-                        }
-                        list.push((spec, label.clone()));
-                    }
-                    None if strict => {
-                        let configured: Vec<&str> = windows.specs().iter().map(|s| s.label.as_str()).collect();
-                        return Err(ExportError { family, label: label.clone(), configured: configured.join(", ") });
-                    }
-                    None => {}
+            let list = windows.resolve_export(family, labels, strict)?;
+            for (spec, _) in &list {
+                if !specs.contains(spec) {
+                    specs.push(*spec);
                 }
             }
             resolved.push(list);

@@ -118,17 +118,7 @@ impl Default for CardsConfig {
     }
 }
 
-/// An exported window label names no configured window.
-#[derive(Debug, thiserror::Error)]
-#[error("{family}: window {label:?} is not configured (configured: {configured})")]
-pub struct ExportError {
-    /// The family being configured.
-    pub family: &'static str,
-    /// The unknown label.
-    pub label: String,
-    /// The configured labels, for the message.
-    pub configured: String,
-}
+pub use salespulse_core::window::ExportError;
 
 /// The card configuration is not usable.
 #[derive(Debug, thiserror::Error)]
@@ -174,20 +164,7 @@ impl Cards {
         }
         let funnel = Funnel::new(&config.pipelines)?;
         let strict = config.export != CardExport::default();
-        let resolve = |family: &'static str, labels: &[String]| -> Result<Vec<(usize, String)>, ExportError> {
-            let mut list = Vec::new();
-            for label in labels {
-                match windows.index_of(label) {
-                    Some(spec) => list.push((spec, label.clone())),
-                    None if strict => {
-                        let configured: Vec<&str> = windows.specs().iter().map(|s| s.label.as_str()).collect();
-                        return Err(ExportError { family, label: label.clone(), configured: configured.join(", ") });
-                    }
-                    None => {}
-                }
-            }
-            Ok(list)
-        };
+        let resolve = |family, labels: &[String]| windows.resolve_export(family, labels, strict);
         let touched = resolve("cards_touched", &config.export.cards_touched)?;
         let comments = resolve("comments", &config.export.comments)?;
         let thin = resolve("thin_comments", &config.export.thin_comments)?;

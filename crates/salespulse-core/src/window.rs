@@ -57,6 +57,18 @@ pub enum WindowError {
     Shift(String),
 }
 
+/// An exported window label names no configured window.
+#[derive(Debug, thiserror::Error)]
+#[error("{family}: window {label:?} is not configured (configured: {configured})")]
+pub struct ExportError {
+    /// The family being configured.
+    pub family: &'static str,
+    /// The unknown label.
+    pub label: String,
+    /// The configured labels, for the message.
+    pub configured: String,
+}
+
 /// What windows to keep.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WindowsConfig {
@@ -262,6 +274,29 @@ impl Windows {
     /// seen) can no longer count in any window.
     pub fn largest_ms(&self) -> i64 {
         self.largest_ms
+    }
+
+    /// Resolves a family's export list (window labels) to `(window index, label)` pairs. An
+    /// unknown label is an error when `strict` (an explicit list), and skipped otherwise (a
+    /// default list, which exports what exists of it).
+    pub fn resolve_export(
+        &self,
+        family: &'static str,
+        labels: &[String],
+        strict: bool,
+    ) -> Result<Vec<(usize, String)>, ExportError> {
+        let mut resolved = Vec::with_capacity(labels.len());
+        for label in labels {
+            match self.index_of(label) {
+                Some(spec) => resolved.push((spec, label.clone())),
+                None if strict => {
+                    let configured: Vec<&str> = self.specs.iter().map(|s| s.label.as_str()).collect();
+                    return Err(ExportError { family, label: label.clone(), configured: configured.join(", ") });
+                }
+                None => {}
+            }
+        }
+        Ok(resolved)
     }
 
     /// The time zone of the calendar windows.

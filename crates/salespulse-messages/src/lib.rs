@@ -144,17 +144,7 @@ impl Default for MessagesConfig {
     }
 }
 
-/// An exported window label names no configured window.
-#[derive(Debug, thiserror::Error)]
-#[error("{family}: window {label:?} is not configured (configured: {configured})")]
-pub struct ExportError {
-    /// The family being configured.
-    pub family: &'static str,
-    /// The unknown label.
-    pub label: String,
-    /// The configured labels, for the message.
-    pub configured: String,
-}
+pub use salespulse_core::window::ExportError;
 
 /// The message stream's configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -213,20 +203,7 @@ impl Messages {
             return Err(MessagesError::Invalid { field: "max_dialogs_per_manager", reason: "must be at least 1" });
         }
         let strict = config.export != MessageExport::default();
-        let resolve = |family: &'static str, labels: &[String]| -> Result<Vec<(usize, String)>, ExportError> {
-            let mut list = Vec::new();
-            for label in labels {
-                match windows.index_of(label) {
-                    Some(spec) => list.push((spec, label.clone())),
-                    None if strict => {
-                        let configured: Vec<&str> = windows.specs().iter().map(|s| s.label.as_str()).collect();
-                        return Err(ExportError { family, label: label.clone(), configured: configured.join(", ") });
-                    }
-                    None => {}
-                }
-            }
-            Ok(list)
-        };
+        let resolve = |family, labels: &[String]| windows.resolve_export(family, labels, strict);
         let messages = resolve("messages", &config.export.messages)?;
         let new_dialogs = resolve("new_dialogs", &config.export.new_dialogs)?;
         let response_time = resolve("response_time", &config.export.response_time)?;
