@@ -177,6 +177,13 @@ impl Calls {
         snapshot.windows.get(position * DIMS + DIM_SUCCESSFUL).copied()
     }
 
+    /// Calls of `direction` in window `label` of `snapshot`; `None` where `salespulse_window_calls`
+    /// does not export that window.
+    pub fn window_calls(&self, snapshot: &CallSnapshot, label: &str, direction: CallDirection) -> Option<u64> {
+        let (position, _) = self.calls.iter().find(|(_, l)| l == label)?;
+        snapshot.windows.get(position * DIMS + DIM_CALLS[direction.index()]).copied()
+    }
+
     /// The windows `salespulse_window_successful_contacts` exports.
     pub fn successful_windows(&self) -> impl Iterator<Item = &str> {
         self.successful.iter().map(|(_, label)| label.as_str())

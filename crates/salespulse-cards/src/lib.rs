@@ -84,7 +84,7 @@ impl Default for CardExport {
     fn default() -> Self {
         let labels = |list: &[&str]| list.iter().map(|s| s.to_string()).collect();
         CardExport {
-            cards_touched: labels(&["today", "shift"]),
+            cards_touched: labels(&["1h", "today", "shift"]),
             comments: labels(&["today"]),
             thin_comments: labels(&["today"]),
         }

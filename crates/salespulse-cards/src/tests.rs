@@ -882,11 +882,12 @@ fn configuration_errors() {
 fn default_export_fits_the_budget_and_memory() {
     let windows = Windows::new(&WindowsConfig::default()).unwrap();
     let cards = Cards::new(&windows, &CardsConfig::default()).unwrap();
-    assert_eq!(cards.touch.len() + cards.comments.len() + cards.thin.len(), 4);
+    assert_eq!(cards.touch.len() + cards.comments.len() + cards.thin.len(), 5);
     // Comments keep the 15-minute level only (today): 101 slots x 3 cells x 4 bytes.
     assert_eq!(cards.layout.bytes(), 101 * 3 * 4);
-    // Touch bits: one level of 101 slots: the newest index and two words.
-    assert_eq!(cards.touch.stride(), 3);
+    // Touch bits: the 2-minute level of 30 slots (newest index, one word) and the 15-minute level
+    // of 101 slots (newest index, two words); `1h` feeds the cards-touched anomaly signal.
+    assert_eq!(cards.touch.stride(), 5);
     let empty = cards.state_bytes();
     let state = cards.new_state();
     assert_eq!(state.heap_bytes(), 0);

@@ -344,6 +344,20 @@ impl Messages {
         MessageSnapshot { channels, windows: per_window, response_times, dialogs }
     }
 
+    /// Messages of `direction` in window `label` of `snapshot`; `None` where the `messages`
+    /// family does not export that window.
+    pub fn window_messages(&self, snapshot: &MessageSnapshot, label: &str, direction: MessageDirection) -> Option<u64> {
+        let (position, _) = self.messages.iter().find(|(_, l)| l == label)?;
+        snapshot.windows.get(position * DIMS + DIM_MESSAGES[direction.index()]).copied()
+    }
+
+    /// The `q`-quantile of raw response times in window `label` of `snapshot`, seconds; `None`
+    /// where the window is not exported or had no response.
+    pub fn window_response_quantile(&self, snapshot: &MessageSnapshot, label: &str, q: f64) -> Option<f64> {
+        let (position, _) = self.response_time.iter().find(|(_, l)| l == label)?;
+        snapshot.response_times[Hours::All.index()].get(*position)?.quantile(&self.buckets, q)
+    }
+
     /// Dialogs held in `state` (for `salespulse_join_state_entries{stream="messages"}`).
     pub fn join_entries(&self, state: &MessageState) -> usize {
         state.dialogs.lock().len()
