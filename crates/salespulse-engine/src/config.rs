@@ -6,7 +6,7 @@ use salespulse_core::window::Windows;
 use salespulse_events::{Encoding, Kind};
 use salespulse_messages::MessagesConfig;
 
-use crate::JoinConfig;
+use crate::{AnomalySettings, JoinConfig};
 
 /// How the engine decodes, de-duplicates and applies records.
 #[derive(Debug, Clone)]
@@ -32,6 +32,8 @@ pub struct EngineConfig {
     pub cards: CardsConfig,
     /// Bounds and timing of the cross-stream joins.
     pub joins: JoinConfig,
+    /// Baselines, scores and silence.
+    pub anomalies: AnomalySettings,
     /// Per-topic decoding settings; topics not listed use the defaults (sniffed encoding, any kind).
     pub topics: Vec<TopicConfig>,
 }
@@ -53,6 +55,7 @@ impl EngineConfig {
             dedup_horizon_ms: 15 * 60_000,
             allowed_lateness_ms: Self::DEFAULT_ALLOWED_LATENESS_MS,
             joins: JoinConfig::default(),
+            anomalies: AnomalySettings::default(),
             topics: Vec::new(),
         }
     }

@@ -11,6 +11,7 @@
 //! reads it.
 #![deny(missing_docs)]
 
+mod anomalies;
 mod config;
 mod joins;
 mod metrics;
@@ -26,10 +27,13 @@ use salespulse_cards::{CardRow, CardSnapshot, CardState, Cards};
 use salespulse_core::clock::Clock;
 use salespulse_core::expo::{label_prefix, MetricType, MetricWriter};
 use salespulse_core::ledger::{Duplicate, Ledger};
-use salespulse_core::table::{ManagerTable, PartitionId, PartitionManagers};
+use salespulse_core::table::{Entry, ManagerTable, PartitionId, PartitionManagers};
+use salespulse_core::window::ReadPlan;
 use salespulse_events::{DecodeError, Encoding, Event, EventBody, Kind};
 use salespulse_messages::{MessageRow, MessageSnapshot, MessageState, Messages, RetiredHistograms};
 
+pub use anomalies::AnomalySettings;
+use anomalies::{Anomalies, RowAnomalies};
 pub use config::{EngineConfig, TopicConfig};
 use joins::JoinState;
 pub use joins::{JoinConfig, JoinCounts};
@@ -125,6 +129,8 @@ pub struct ManagerState {
     messages: std::sync::OnceLock<Box<MessageState>>,
     /// Boxed and created on first use, so the map entry stays small (fewer cache lines per event).
     joins: std::sync::OnceLock<Box<Mutex<JoinState>>>,
+    /// Created at the first slot the manager is observed in.
+    baseline: std::sync::OnceLock<Box<Mutex<salespulse_anomaly::Baseline>>>,
 }
 
 /// Per-partition context: the applied ledger and the partition's managers.
@@ -151,6 +157,7 @@ pub struct Engine {
     calls: Calls,
     cards: Cards,
     messages: Messages,
+    anomalies: Anomalies,
     /// Response-time totals of evicted managers, so team histograms never go down.
     retired: Mutex<RetiredHistograms>,
     table: ManagerTable<ManagerState>,
@@ -171,12 +178,14 @@ impl Engine {
         let calls = Calls::new(&config.windows, &config.calls)?;
         let cards = Cards::new(&config.windows, &config.cards)?;
         let messages = Messages::new(&config.windows, &config.messages)?;
+        let anomalies = Anomalies::new(&config.windows, &config.anomalies);
         let metrics = EngineMetrics::register(registry)?;
         Ok(Engine {
             calls,
             cards,
             messages,
             retired: Mutex::new(RetiredHistograms::default()),
+            anomalies,
             table: ManagerTable::new(config.max_managers),
             config,
             clock,
@@ -407,15 +416,14 @@ impl Engine {
         let plan = windows.plan(now_ms);
         let mut rows: Vec<Row> = Vec::with_capacity(self.table.len());
         self.table.for_each(|_, manager, entry| {
-            let joins = entry.state.joins.get().map_or_else(JoinCounts::default, |join| {
+            let mut row = self.snapshot_row(manager, entry, &plan, now_ms);
+            row.joins = entry.state.joins.get().map_or_else(JoinCounts::default, |join| {
                 let mut join = join.lock();
                 join.expire(now_ms);
                 join.counts()
             });
-            let calls = entry.state.calls.get().map(|calls| self.calls.snapshot(calls, windows, &plan));
-            let cards = entry.state.cards.get().map(|cards| self.cards.snapshot(cards, windows, &plan, now_ms));
-            let messages = entry.state.messages.get().map(|m| self.messages.snapshot(m, windows, &plan, now_ms));
-            rows.push(Row { manager: Arc::clone(manager), team: entry.team(), calls, cards, messages, joins });
+            row.anomalies = self.row_anomalies(&row, &entry.state, entry.last_update_ms(), now_ms);
+            rows.push(row);
         });
         // A manager whose events came through several partition groups is one series: merge.
         rows.sort_unstable_by(|a, b| a.manager.cmp(&b.manager));
@@ -471,6 +479,7 @@ impl Engine {
             .collect();
         self.messages.render(&message_rows, &self.retired.lock(), out);
         render_joins(&rows, &labels, out);
+        self.render_anomalies(&rows, &labels, out);
         self.render_ratios(&rows, &labels, out);
         self.metrics.managers.set(self.table.len() as i64);
         let card_entries = |row: &Row| row.cards.as_ref().map_or(0, |c| c.join.cards + c.join.tasks);
@@ -503,6 +512,24 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// A manager's stream snapshots at the instant of `plan` (join counts and anomalies are
+    /// filled in by the caller).
+    fn snapshot_row(&self, manager: &Arc<str>, entry: &Entry<ManagerState>, plan: &ReadPlan, now_ms: i64) -> Row {
+        let windows = &self.config.windows;
+        let state = &entry.state;
+        Row {
+            manager: Arc::clone(manager),
+            team: entry.team(),
+            calls: state.calls.get().map(|calls| self.calls.snapshot(calls, windows, plan)),
+            cards: state.cards.get().map(|cards| self.cards.snapshot(cards, windows, plan, now_ms)),
+            messages: state.messages.get().map(|m| self.messages.snapshot(m, windows, plan, now_ms)),
+            joins: JoinCounts::default(),
+            anomalies: RowAnomalies::default(),
+        }
+    }
+}
+
 /// One manager in a scrape.
 struct Row {
     manager: Arc<str>,
@@ -511,6 +538,7 @@ struct Row {
     cards: Option<CardSnapshot>,
     messages: Option<MessageSnapshot>,
     joins: JoinCounts,
+    anomalies: RowAnomalies,
 }
 
 /// The cross-stream families: unlogged calls (for managers with calls) and blind reschedules

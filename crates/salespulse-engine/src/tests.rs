@@ -391,6 +391,136 @@ fn team_histograms_keep_the_response_times_of_evicted_managers() {
     assert!(!body.contains(r#"manager="ivanov""#), "{body}");
 }
 
+mod anomalies {
+    //! The engine's anomaly wiring: team scores, baselines fed by `tick`, silence.
+
+    use salespulse_core::window::WindowsConfig;
+
+    use super::*;
+
+    /// 2026-11-23T10:00:00Z, a Monday, inside the default 09:00-18:00 UTC shift.
+    const MONDAY_10: i64 = 1_795_428_000_000;
+    const HOUR: i64 = 3_600_000;
+
+    fn engine() -> Fixture {
+        let config = EngineConfig::new(Windows::new(&WindowsConfig::default()).unwrap());
+        let clock = Arc::new(ManualClock::new(MONDAY_10));
+        let registry = Registry::new();
+        let engine = Engine::new(config, clock.clone(), &registry).unwrap();
+        Fixture { engine, clock, registry }
+    }
+
+    /// `count` outbound answered calls of `manager` spread over the hour before the clock.
+    fn calls(f: &Fixture, manager: &str, count: usize, offset: &mut i64) {
+        let now = f.clock.now_ms();
+        for i in 0..count {
+            let at = now - HOUR + 60_000 + (i as i64) * (HOUR - 120_000) / count.max(1) as i64;
+            let event = call_event(&format!("{manager}-{now}-{i}"), manager, at, CallStatus::Answered, 45_000);
+            assert!(matches!(f.engine.ingest_event("calls", 0, *offset, &event), Outcome::Applied(_)));
+            *offset += 1;
+        }
+    }
+
+    fn score(body: &str, manager: &str, signal: &str, basis: &str) -> Option<(f64, String)> {
+        body.lines().find_map(|line| {
+            let rest = line.strip_prefix("salespulse_anomaly_score{")?;
+            let wanted =
+                [format!(r#"manager="{manager}""#), format!(r#"signal="{signal}""#), format!(r#"basis="{basis}""#)];
+            if !wanted.iter().all(|w| rest.contains(w.as_str())) {
+                return None;
+            }
+            let direction = rest.split("direction=\"").nth(1)?.split('"').next()?.to_owned();
+            Some((rest.rsplit_once(' ')?.1.parse().ok()?, direction))
+        })
+    }
+
+    #[test]
+    fn a_manager_far_below_the_team_gets_a_negative_team_score() {
+        let f = engine();
+        let mut offset = 0;
+        for (manager, count) in [("a", 10), ("b", 11), ("c", 9), ("d", 10), ("slow", 1)] {
+            calls(&f, manager, count, &mut offset);
+        }
+        let body = f.scrape();
+        let (low, direction) = score(&body, "slow", "calls_made", "team").expect("a team score");
+        assert!(low < -3.0, "{low}\n{body}");
+        assert_eq!(direction, "below");
+        let (typical, _) = score(&body, "a", "calls_made", "team").unwrap();
+        assert!(typical.abs() < 1.0, "{typical}");
+        // No self score before the baseline has warmed up.
+        assert_eq!(score(&body, "a", "calls_made", "self"), None);
+    }
+
+    #[test]
+    fn baselines_fed_by_tick_score_a_drop_against_the_managers_own_history() {
+        let f = engine();
+        let mut offset = 0;
+        // Three weeks of Mondays to Fridays at 09:00-10:00: about 20 calls each time.
+        let mut day = 0;
+        let mut observed = 0;
+        while observed < 12 {
+            f.clock.set(MONDAY_10 - 21 * 24 * HOUR + day * 24 * HOUR);
+            day += 1;
+            let weekday = (day - 1) % 7 < 5;
+            if !weekday {
+                continue;
+            }
+            calls(&f, "steady", 19 + (day as usize % 3), &mut offset);
+            // Just after the slot ends, the daemon's tick folds it into the baseline.
+            f.clock.advance(10_000);
+            f.engine.tick();
+            observed += 1;
+        }
+        // Today, Monday: a normal hour scores near 0 ...
+        f.clock.set(MONDAY_10);
+        calls(&f, "steady", 20, &mut offset);
+        let body = f.scrape();
+        let (normal, _) = score(&body, "steady", "calls_made", "self").expect("a self score after warm-up");
+        assert!(normal.abs() < 1.5, "{normal}\n{body}");
+        // ... and a third of the usual rate in the same hour on Tuesday is far below.
+        f.clock.set(MONDAY_10 + 24 * HOUR);
+        calls(&f, "steady", 7, &mut offset);
+        let body = f.scrape();
+        let (drop, direction) = score(&body, "steady", "calls_made", "self").unwrap();
+        assert!(drop < -3.0, "{drop}\n{body}");
+        assert_eq!(direction, "below");
+        assert!(body.contains(
+            r#"salespulse_anomaly_baseline{manager="steady",team="north",signal="calls_made",basis="self"}"#
+        ));
+    }
+
+    #[test]
+    fn silence_inside_the_shift() {
+        let f = engine();
+        let mut offset = 0;
+        calls(&f, "quiet", 3, &mut offset);
+        let silent = r#"salespulse_silent{manager="quiet",team="north"}"#;
+        assert_eq!(f.value(silent), Some(0.0));
+        f.clock.advance(29 * 60_000);
+        assert_eq!(f.value(silent), Some(0.0));
+        f.clock.advance(60_000);
+        assert_eq!(f.value(silent), Some(1.0));
+        // After the shift (18:00) nobody is silent.
+        f.clock.set(MONDAY_10 + 9 * HOUR);
+        assert_eq!(f.value(silent), Some(0.0));
+    }
+
+    #[test]
+    fn baselines_survive_a_snapshot_round_trip() {
+        let f = engine();
+        let mut offset = 0;
+        calls(&f, "a", 5, &mut offset);
+        f.clock.advance(HOUR);
+        f.engine.tick();
+        let snapshot = f.engine.baseline_snapshot();
+        assert_eq!(snapshot.managers.len(), 1);
+        let g = engine();
+        assert_eq!(g.engine.restore_baselines(snapshot), 1);
+        // Not yet claimed: still in the next snapshot.
+        assert_eq!(g.engine.baseline_snapshot().managers.len(), 1);
+    }
+}
+
 mod reference {
     //! The engine against a brute-force model over the default windows (sliding and calendar):
     //! events arrive shuffled, late, redelivered (same offset) and retried (same id, new offset).

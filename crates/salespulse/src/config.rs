@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use salespulse_calls::{CallExport, CallsConfig};
 use salespulse_cards::{CardExport, CardsConfig, PipelineConfig};
 use salespulse_core::window::{parse_minutes, ShiftConfig, Windows, WindowsConfig};
-use salespulse_engine::{EngineConfig, JoinConfig, TopicConfig};
+use salespulse_engine::{AnomalySettings, EngineConfig, JoinConfig, TopicConfig};
 use salespulse_events::{Encoding, Kind};
 use salespulse_kafka::IngestConfig;
 use salespulse_messages::{MessageExport, MessagesConfig, WorkingHours};
@@ -40,6 +40,9 @@ pub struct FileConfig {
     /// Joins across streams.
     #[serde(default)]
     pub joins: JoinsSection,
+    /// Baselines and anomaly scores.
+    #[serde(default)]
+    pub anomalies: AnomaliesSection,
     /// Memory and input bounds.
     #[serde(default)]
     pub limits: LimitsSection,
@@ -360,6 +363,34 @@ impl Default for JoinsSection {
     }
 }
 
+/// `[anomalies]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnomaliesSection {
+    /// Weight of a new slot in the baseline's moving averages (0 < alpha <= 1).
+    pub alpha: f64,
+    /// Observations of a time slot needed before it is scored.
+    pub warmup_observations: u32,
+    /// A manager inside the shift with no event for this long is silent.
+    #[serde(with = "humantime_serde")]
+    pub silence_after: Duration,
+    /// Where baselines are saved (atomically, every few minutes and on stop) and read at start;
+    /// unset keeps them in memory only.
+    pub snapshot_path: Option<std::path::PathBuf>,
+}
+
+impl Default for AnomaliesSection {
+    fn default() -> Self {
+        let core = AnomalySettings::default();
+        AnomaliesSection {
+            alpha: core.config.alpha,
+            warmup_observations: core.config.warmup_observations,
+            silence_after: Duration::from_millis(core.silence_after_ms as u64),
+            snapshot_path: None,
+        }
+    }
+}
+
 /// `[limits]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -425,6 +456,8 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// Logging.
     pub log: LogSection,
+    /// Where anomaly baselines are persisted, if anywhere.
+    pub baseline_snapshot: Option<std::path::PathBuf>,
 }
 
 fn default_group_id() -> String {
@@ -484,6 +517,11 @@ impl FileConfig {
             },
         };
         engine.joins.unlogged_call_delay_ms = millis(self.joins.unlogged_call_delay);
+        engine.anomalies.config.alpha = self.anomalies.alpha;
+        engine.anomalies.config.warmup_observations = self.anomalies.warmup_observations;
+        engine.anomalies.config.time_zone = engine.windows.time_zone();
+        engine.anomalies.config.validate().context("[anomalies]")?;
+        engine.anomalies.silence_after_ms = millis(self.anomalies.silence_after);
         let hours = &self.messages.working_hours;
         engine.messages = MessagesConfig {
             dialog_idle_gap_ms: millis(self.messages.dialog_idle_gap),
@@ -543,7 +581,8 @@ impl FileConfig {
             topics: names,
             properties: self.kafka.properties.clone(),
         };
-        Ok(Settings { engine, ingest, listen: self.http.listen, log: self.log.clone() })
+        let baseline_snapshot = self.anomalies.snapshot_path.clone();
+        Ok(Settings { engine, ingest, listen: self.http.listen, log: self.log.clone(), baseline_snapshot })
     }
 }
 

@@ -22,6 +22,13 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 /// How often idle managers are evicted.
 const EVICT_EVERY: Duration = Duration::from_secs(60);
 
+/// How often completed slots are folded into the anomaly baselines: well within the two minutes a
+/// slot stays readable in its window's ring.
+const TICK_EVERY: Duration = Duration::from_secs(20);
+
+/// How often baselines are written to the snapshot file.
+const SNAPSHOT_EVERY: Duration = Duration::from_secs(300);
+
 /// Sets up logging to standard error.
 pub fn init_logging(log: &LogSection) -> anyhow::Result<()> {
     let filter = EnvFilter::try_from_default_env()
@@ -81,6 +88,18 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
         .context("registering process metrics")?;
     let engine = Arc::new(Engine::new(settings.engine.clone(), Arc::new(SystemClock), &registry)?);
+    if let Some(path) = &settings.baseline_snapshot {
+        match salespulse_anomaly::read_snapshot(path) {
+            Ok(Some(snapshot)) => {
+                let restored = engine.restore_baselines(snapshot);
+                tracing::info!(restored, path = %path.display(), "anomaly baselines restored");
+            }
+            Ok(None) => tracing::info!(path = %path.display(), "no baseline snapshot yet; baselines start empty"),
+            Err(error) => {
+                tracing::warn!(%error, path = %path.display(), "baseline snapshot unreadable; baselines start empty")
+            }
+        }
+    }
     let health = Arc::new(Health::default());
     let ingest = Ingest::new(&settings.ingest, Arc::clone(&engine), Arc::clone(&health), &registry)?;
 
@@ -110,21 +129,34 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         let _ = ingest_done.send(());
     })?;
 
-    let evict_engine = Arc::clone(&engine);
-    let evictor = tokio::spawn(async move {
-        let mut every = tokio::time::interval(EVICT_EVERY);
+    let maintenance_engine = Arc::clone(&engine);
+    let snapshot_path = settings.baseline_snapshot.clone();
+    let maintenance = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(TICK_EVERY);
+        let mut evict = tokio::time::interval(EVICT_EVERY);
+        let mut snapshot = tokio::time::interval(SNAPSHOT_EVERY);
+        snapshot.tick().await;
         loop {
-            every.tick().await;
-            let evicted = evict_engine.evict_idle();
-            if evicted > 0 {
-                tracing::info!(evicted, "evicted idle managers");
+            tokio::select! {
+                _ = tick.tick() => maintenance_engine.tick(),
+                _ = evict.tick() => {
+                    let evicted = maintenance_engine.evict_idle();
+                    if evicted > 0 {
+                        tracing::info!(evicted, "evicted idle managers");
+                    }
+                }
+                _ = snapshot.tick() => {
+                    if let Some(path) = &snapshot_path {
+                        save_baselines(&maintenance_engine, path);
+                    }
+                }
             }
         }
     });
 
     shutdown.await;
     stop.store(true, Ordering::Relaxed);
-    evictor.abort();
+    maintenance.abort();
     if tokio::time::timeout(STOP_TIMEOUT, ingest_stopped).await.is_err() {
         tracing::warn!("ingest did not stop within {STOP_TIMEOUT:?}; exiting anyway");
     }
@@ -135,6 +167,18 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         Ok(Err(error)) => tracing::warn!(%error, "HTTP server task failed"),
         Err(_) => tracing::warn!("HTTP server did not stop within 5s"),
     }
+    if let Some(path) = &settings.baseline_snapshot {
+        save_baselines(&engine, path);
+    }
     tracing::info!("stopped");
     Ok(())
+}
+
+fn save_baselines(engine: &Engine, path: &std::path::Path) {
+    let snapshot = engine.baseline_snapshot();
+    let managers = snapshot.managers.len();
+    match salespulse_anomaly::write_snapshot(path, &snapshot) {
+        Ok(()) => tracing::debug!(managers, path = %path.display(), "baselines saved"),
+        Err(error) => tracing::warn!(%error, path = %path.display(), "could not save baselines"),
+    }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use rand::Rng;
 use salespulse_cards::PipelineConfig;
-use salespulse_core::window::{Windows, WindowsConfig};
+use salespulse_core::window::{ShiftConfig, Windows, WindowsConfig};
 use salespulse_engine::{EngineConfig, TopicConfig};
 use salespulse_events::{
     Call, CallDirection, CallStatus, CardChange, CardChangeKind, CardType, Event, EventBody, Kind, Message,
@@ -24,6 +24,11 @@ const CALLS: &str = "salespulse.calls";
 const MESSAGES: &str = "salespulse.messages";
 const CRM: &str = "salespulse.crm";
 const STAGES: [&str; 5] = ["new", "qualified", "proposal", "invoice", "payment"];
+/// The simulated manager who stops working after `QUIET_AFTER` (sidorov).
+const QUIET: usize = 2;
+const QUIET_AFTER: Duration = Duration::from_secs(60);
+/// The simulated manager who answers chats slowly at the same load (smirnova).
+const SLOW: usize = 3;
 const TEAMS: [&str; 2] = ["north", "south"];
 const NAMES: [&str; 12] = [
     "ivanov",
@@ -47,11 +52,17 @@ pub fn run(listen: SocketAddr, managers: usize, events_per_second: f64) -> anyho
     let kafka = MockKafka::start()?;
     let bootstrap = kafka.bootstrap_servers();
 
-    let mut engine = EngineConfig::new(Windows::new(&WindowsConfig::default()).context("demo windows")?);
+    // The demo's shift started this hour, so "in shift" and silence make sense whenever it runs.
+    let hour = (now_ms() / 3_600_000 % 24) as u32;
+    let shift =
+        ShiftConfig { start: chrono::NaiveTime::from_hms_opt(hour, 0, 0).unwrap_or_default(), length_minutes: 720 };
+    let windows = WindowsConfig { shift: Some(shift), ..WindowsConfig::default() };
+    let mut engine = EngineConfig::new(Windows::new(&windows).context("demo windows")?);
     engine.cards.pipelines =
         vec![PipelineConfig { name: "sales".into(), stages: STAGES.iter().map(|s| s.to_string()).collect() }];
-    // A short delay, so unlogged calls show up within minutes.
+    // A short delay, so unlogged calls show up within minutes; likewise silence.
     engine.joins.unlogged_call_delay_ms = 2 * 60_000;
+    engine.anomalies.silence_after_ms = 2 * 60_000;
     for (topic, kind) in [(CALLS, Kind::Call), (MESSAGES, Kind::Message), (CRM, Kind::CardChange)] {
         // Equal partition counts: a manager's events meet in one partition group.
         kafka.create_topic(topic, 3)?;
@@ -67,6 +78,7 @@ pub fn run(listen: SocketAddr, managers: usize, events_per_second: f64) -> anyho
         },
         listen,
         log,
+        baseline_snapshot: None,
     };
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -81,6 +93,10 @@ pub fn run(listen: SocketAddr, managers: usize, events_per_second: f64) -> anyho
     println!("salespulse demo: {managers} simulated managers calling, chatting and updating the CRM through an in-process Kafka ({bootstrap})");
     println!("  metrics: http://{listen}/metrics");
     println!("  try:     curl -s http://{listen}/metrics | grep '^salespulse_window_successful_contacts'");
+    println!(
+        "  sidorov goes quiet after a minute (salespulse_silent, team scores below); smirnova answers chats slowly"
+    );
+    println!("  (salespulse_anomaly_score{{signal=\"response_time_p90\",basis=\"team\"}}); self scores need a few days of baseline");
     println!("  stop:    Ctrl-C");
     let result = daemon::block_on(daemon::run(settings, daemon::shutdown_signal()));
     stop.store(true, Ordering::Relaxed);
@@ -112,6 +128,7 @@ impl Team {
         let mut rng = rand::rng();
         let mut sequence: u64 = 0;
         let mut pending = Pending::new();
+        let started = std::time::Instant::now();
         while !stop.load(Ordering::Relaxed) {
             // Poisson arrivals: exponential gaps with the configured mean.
             let gap = -(1.0 - rng.random::<f64>()).ln() / events_per_second;
@@ -120,6 +137,10 @@ impl Team {
             let weight = rng.random::<f64>().powi(2);
             let index = (weight * self.managers.len() as f64) as usize % self.managers.len();
             let (manager, team) = &self.managers[index];
+            // One manager goes quiet after the first minute: silence and low scores show it.
+            if index == QUIET && started.elapsed() > QUIET_AFTER {
+                continue;
+            }
             sequence += 1;
             // The event mix of a contact centre: calls 30 %, messages 55 %, CRM changes 15 %.
             let roll = rng.random::<f64>();
@@ -170,7 +191,9 @@ fn simulated_message(
 ) -> Event {
     let dialog = rng.random_range(0..6u32);
     // A waiting client is usually answered next; otherwise clients write more often than managers.
-    let outbound = if pending.contains(&(index, dialog)) { rng.random_bool(0.7) } else { rng.random_bool(0.3) };
+    // One manager answers slowly at the same load: waiting clients are answered far less often.
+    let answer = if index == SLOW { 0.1 } else { 0.7 };
+    let outbound = if pending.contains(&(index, dialog)) { rng.random_bool(answer) } else { rng.random_bool(0.3) };
     if outbound {
         pending.remove(&(index, dialog));
     } else {
