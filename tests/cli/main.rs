@@ -74,11 +74,33 @@ fn serves_and_stops_promptly_while_kafka_is_unreachable() {
 }
 
 #[test]
+fn baselines_are_saved_on_stop_and_read_on_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let snapshot = dir.path().join("state").join("baselines.json");
+    std::fs::create_dir_all(snapshot.parent().unwrap()).unwrap();
+    let extra = format!("topics = [\"calls\"]\n[anomalies]\nsnapshot_path = \"{}\"\n", snapshot.display());
+    let config = write_config(dir.path(), "127.0.0.1:1", "g", &extra, listen);
+    let mut daemon = Daemon::run(&config, listen);
+    daemon.scrape();
+    assert!(daemon.terminate(Duration::from_secs(20)).success());
+    let saved = std::fs::read_to_string(&snapshot).expect("the snapshot is written on stop");
+    assert!(saved.contains("\"version\""), "{saved}");
+    // Only the snapshot is left in the directory: the temporary file was renamed over it.
+    assert_eq!(std::fs::read_dir(snapshot.parent().unwrap()).unwrap().count(), 1);
+    // A corrupt snapshot does not stop the daemon: it starts with empty baselines.
+    std::fs::write(&snapshot, "{ not json").unwrap();
+    let mut daemon = Daemon::run(&config, listen);
+    daemon.scrape();
+    assert!(daemon.terminate(Duration::from_secs(20)).success());
+}
+
+#[test]
 fn demo_shows_moving_numbers_on_the_in_process_kafka() {
     let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let address = listen.to_string();
     let mut daemon = Daemon::start(
-        &["demo", "--listen", &address, "--managers", "4", "--events-per-second", "150"],
+        &["demo", "--listen", &address, "--managers", "6", "--events-per-second", "150"],
         &[("RUST_LOG", "warn")],
         listen,
     );
@@ -92,6 +114,7 @@ fn demo_shows_moving_numbers_on_the_in_process_kafka() {
             .all(|s| applied(s).is_some_and(|n| n >= 10.0))
             .then(|| body.to_owned())
     });
+    assert!(body.contains(r#"basis="team""#), "team anomaly scores from the first scrape on\n{body}");
     for family in ["salespulse_window_calls{", "salespulse_messages_total{", "salespulse_comments_total{"] {
         assert!(body.contains(&format!(r#"{family}manager="ivanov",team="north""#)), "{family}\n{body}");
     }

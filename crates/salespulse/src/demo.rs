@@ -192,7 +192,7 @@ fn simulated_message(
     let dialog = rng.random_range(0..6u32);
     // A waiting client is usually answered next; otherwise clients write more often than managers.
     // One manager answers slowly at the same load: waiting clients are answered far less often.
-    let answer = if index == SLOW { 0.1 } else { 0.7 };
+    let answer = if index == SLOW { 0.02 } else { 0.7 };
     let outbound = if pending.contains(&(index, dialog)) { rng.random_bool(answer) } else { rng.random_bool(0.3) };
     if outbound {
         pending.remove(&(index, dialog));
