@@ -227,27 +227,48 @@ impl Engine {
                 }
             }
         }
-        for (name, help, pick) in [
+        out.family(
+            "salespulse_anomaly_baseline",
+            "The manager's own baseline for this time of day that the self score compares against.",
+            MetricType::Gauge,
+        );
+        for (row, labels) in rows.iter().zip(labels) {
+            for signal in Signal::ALL {
+                if let Some(score) = row.anomalies.own[signal.index()] {
+                    let extra = [("signal", signal.as_str())];
+                    out.sample_prefixed("salespulse_anomaly_baseline", labels, &extra, score.baseline);
+                }
+            }
+        }
+        // What team scores compare against is the same for every manager of a team: one series
+        // per team and signal, not per manager.
+        let mut teams: Vec<(&str, Signal, Score)> = Vec::new();
+        for (i, row) in rows.iter().enumerate() {
+            for signal in Signal::ALL {
+                if let (Some(team_name), Some(score)) = (row.team.as_deref(), team[i][signal.index()]) {
+                    if !teams.iter().any(|(t, s, _)| *t == team_name && *s == signal) {
+                        teams.push((team_name, signal, score));
+                    }
+                }
+            }
+        }
+        teams.sort_by(|a, b| (a.0, a.1.index()).cmp(&(b.0, b.1.index())));
+        for (name, help, spread) in [
             (
-                "salespulse_anomaly_baseline",
-                "What the score compares against: the manager's baseline for this time slot (self) or the team median (team).",
-                (|s: &Score| s.baseline) as fn(&Score) -> f64,
+                "salespulse_anomaly_team_median",
+                "The team's median of a signal in the last hour (what team scores compare against).",
+                false,
             ),
             (
-                "salespulse_anomaly_spread",
-                "The spread the score divides by: the baseline's standard deviation (self) or the team's scaled MAD (team).",
-                |s: &Score| s.spread,
+                "salespulse_anomaly_team_spread",
+                "The team's spread of a signal (scaled MAD, floored) that team scores divide by.",
+                true,
             ),
         ] {
             out.family(name, help, MetricType::Gauge);
-            for (i, (row, labels)) in rows.iter().zip(labels).enumerate() {
-                for (basis, scores) in [("self", &row.anomalies.own), ("team", &team[i])] {
-                    for signal in Signal::ALL {
-                        if let Some(score) = scores[signal.index()] {
-                            out.sample_prefixed(name, labels, &[("signal", signal.as_str()), ("basis", basis)], pick(&score));
-                        }
-                    }
-                }
+            for (team_name, signal, score) in &teams {
+                let value = if spread { score.spread } else { score.baseline };
+                out.sample(name, &[("team", team_name), ("signal", signal.as_str())], value);
             }
         }
         out.family(

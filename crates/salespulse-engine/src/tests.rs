@@ -414,7 +414,8 @@ mod anomalies {
     fn calls(f: &Fixture, manager: &str, count: usize, offset: &mut i64) {
         let now = f.clock.now_ms();
         for i in 0..count {
-            let at = now - HOUR + 60_000 + (i as i64) * (HOUR - 120_000) / count.max(1) as i64;
+            // Inside the last 55 minutes: clear of the window's trailing bucket.
+            let at = now - 55 * 60_000 + (i as i64) * 50 * 60_000 / count.max(1) as i64;
             let event = call_event(&format!("{manager}-{now}-{i}"), manager, at, CallStatus::Answered, 45_000);
             assert!(matches!(f.engine.ingest_event("calls", 0, *offset, &event), Outcome::Applied(_)));
             *offset += 1;
@@ -447,6 +448,13 @@ mod anomalies {
         assert_eq!(direction, "below");
         let (typical, _) = score(&body, "a", "calls_made", "team").unwrap();
         assert!(typical.abs() < 1.0, "{typical}");
+        // The team's median is one series per team, not per manager.
+        assert_eq!(value_in(&body, r#"salespulse_anomaly_team_median{team="north",signal="calls_made"}"#), Some(10.0));
+        assert_eq!(
+            body.matches(r#"salespulse_anomaly_team_median{team="north",signal="calls_made"}"#).count(),
+            1,
+            "{body}"
+        );
         // No self score before the baseline has warmed up.
         assert_eq!(score(&body, "a", "calls_made", "self"), None);
     }
@@ -484,9 +492,8 @@ mod anomalies {
         let (drop, direction) = score(&body, "steady", "calls_made", "self").unwrap();
         assert!(drop < -3.0, "{drop}\n{body}");
         assert_eq!(direction, "below");
-        assert!(body.contains(
-            r#"salespulse_anomaly_baseline{manager="steady",team="north",signal="calls_made",basis="self"}"#
-        ));
+        let baseline = r#"salespulse_anomaly_baseline{manager="steady",team="north",signal="calls_made"}"#;
+        assert!(value_in(&body, baseline).is_some_and(|b| (18.0..22.0).contains(&b)), "{body}");
     }
 
     #[test]
