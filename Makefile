@@ -20,6 +20,7 @@ build:
 	$(CARGO) build --workspace --all-targets
 
 lint:
+	scripts/check-rules.sh
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --features salespulse/broker-tests -- -D warnings
 

@@ -12,6 +12,8 @@ if [ "$only" = all ]; then
     echo "== lint"
     $CARGO fmt --all -- --check
     $CARGO clippy --workspace --all-targets --features salespulse/broker-tests -- -D warnings
+    echo "== alert and recording rules (promtool)"
+    scripts/check-rules.sh
     echo "== hermetic tests"
     $CARGO test --workspace
 fi
