@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Installs what `make test` needs beyond Rust: kcat and promtool (Debian), Apache Kafka (Maven
-# Central jars, cached by scripts/kafka.sh). Idempotent: does nothing for what is already there.
+# Installs what `make test` needs beyond Rust: kcat, promtool and prometheus (package prometheus),
+# prometheus-alertmanager (Debian), Apache Kafka (Maven Central jars, cached by scripts/kafka.sh).
+# Idempotent: does nothing for what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
 command -v kcat >/dev/null 2>&1 || missing+=(kcat)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v prometheus-alertmanager >/dev/null 2>&1 || missing+=(prometheus-alertmanager)
 command -v java >/dev/null 2>&1 || missing+=(default-jre-headless)
 command -v mvn >/dev/null 2>&1 || missing+=(maven)
 if ((${#missing[@]})); then

@@ -18,7 +18,7 @@ if [ "$only" = all ]; then
     $CARGO test --workspace
 fi
 
-echo "== real-broker tests"
+echo "== tests with real external programs: Kafka broker, kcat, Prometheus, Alertmanager"
 started=""
 if [ -z "${KAFKA_BOOTSTRAP:-}" ]; then
     export SALESPULSE_KAFKA_DIR=${SALESPULSE_KAFKA_DIR:-$(mktemp -d /tmp/salespulse-kafka.XXXXXX)}
@@ -28,4 +28,4 @@ if [ -z "${KAFKA_BOOTSTRAP:-}" ]; then
     started=yes
 fi
 echo "Kafka at $KAFKA_BOOTSTRAP${started:+ (started for this run)}"
-$CARGO test -p salespulse --features broker-tests --test broker
+$CARGO test -p salespulse --features broker-tests --test broker --test alerting
