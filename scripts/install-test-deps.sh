@@ -11,6 +11,8 @@ command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v prometheus-alertmanager >/dev/null 2>&1 || missing+=(prometheus-alertmanager)
 command -v java >/dev/null 2>&1 || missing+=(default-jre-headless)
 command -v mvn >/dev/null 2>&1 || missing+=(maven)
+# For scripts/check-deploy.sh: the compose file and the Kubernetes manifests are validated offline.
+command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 if ((${#missing[@]})); then
     sudo=""
     if [ "$(id -u)" -ne 0 ]; then
@@ -21,5 +23,7 @@ if ((${#missing[@]})); then
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+# The python3 on PATH (which may not be Debian's) needs PyYAML for the manifest checks.
+python3 -c "import yaml" >/dev/null 2>&1 || python3 -m pip install --quiet pyyaml
 scripts/kafka.sh install
 echo "install-test-deps: kcat $(kcat -V 2>/dev/null | head -1 | awk '{print $2}'), $(promtool --version 2>&1 | head -1)"

@@ -16,6 +16,8 @@ if [ "$only" = all ]; then
     scripts/check-rules.sh
     echo "== hermetic tests"
     $CARGO test --workspace
+    echo "== deployment files (amtool, promtool, docker-compose config, manifests, systemd)"
+    scripts/check-deploy.sh
 fi
 
 echo "== tests with real external programs: Kafka broker, kcat, Prometheus, Alertmanager"
