@@ -19,12 +19,12 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use salespulse_events::{Event, EventBody, Message, MessageDirection};
 use salespulse_kafka::{create_topics, EventProducer};
 use serde_json::Value;
-use support::{free_port, get, wait_for, write_config, Daemon};
+use support::{bootstrap, free_port, get, now_ms, unique, wait_for, write_config, Daemon};
 
 /// The whole demo test, from starting the demo to the webhook receiving the alert.
 const OVERALL: Duration = Duration::from_secs(90);
@@ -426,18 +426,6 @@ fn prometheus_scrapes_the_demo_and_alertmanager_delivers_an_alert() {
     assert!(exit.success(), "the demo exited with {exit}");
     drop(dir);
     eprintln!("alerting e2e: {manager} alert delivered; took {:?}", started.elapsed());
-}
-
-fn bootstrap() -> String {
-    std::env::var("KAFKA_BOOTSTRAP").expect("KAFKA_BOOTSTRAP must name a Kafka broker (make test starts one)")
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
-}
-
-fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}-{}", std::process::id(), now_ms())
 }
 
 /// A protobuf message event of `manager` (team east) in `dialog` on WhatsApp.

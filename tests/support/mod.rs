@@ -8,6 +8,21 @@ use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+/// The Kafka broker of the real-broker tests (`make test` starts one and sets it).
+pub fn bootstrap() -> String {
+    std::env::var("KAFKA_BOOTSTRAP").expect("KAFKA_BOOTSTRAP must name a Kafka broker (make test starts one)")
+}
+
+/// The wall clock, epoch milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A name no other test run uses (topics, consumer groups, managers).
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}-{}", std::process::id(), now_ms())
+}
+
 /// A free TCP port on 127.0.0.1 (bound and released; the daemon binds it right after).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")

@@ -1,8 +1,9 @@
 //! The HTTP side of salespulse.
 //!
-//! [`serve`] answers `GET /metrics` with values computed at scrape time: the per-manager families
-//! straight from a snapshot of the [`Engine`]'s state, then the daemon's own instrumentation from a
-//! `prometheus` [`Registry`]. The format follows the `Accept` header: OpenMetrics for clients that
+//! [`serve`] answers `GET /metrics` with values computed at scrape time: the daemon's own
+//! instrumentation from a `prometheus` [`Registry`], then the per-manager families straight from a
+//! snapshot of the [`Engine`]'s state (in that order, so no counted outcome is missing from the
+//! families). The format follows the `Accept` header: OpenMetrics for clients that
 //! ask for it (Prometheus does), the text format 0.0.4 otherwise. `GET /healthz` answers while the
 //! process serves; `GET /readyz` once ingest has joined its consumer group.
 //!
@@ -60,8 +61,10 @@ impl Exporter {
         let started = Instant::now();
         let expected = self.last_body_bytes.load(Relaxed);
         let mut out = MetricWriter::with_capacity(format, (expected + expected / 8).max(64 * 1024));
-        self.engine.render(&mut out);
+        // The daemon's own counters first: every outcome they count happened before the state is
+        // snapshotted below, so a scrape never counts an applied event its families do not show.
         write_registry(&self.registry, &mut out);
+        self.engine.render(&mut out);
         let body = out.finish();
         self.last_body_bytes.store(body.len(), Relaxed);
         self.render_seconds.set(started.elapsed().as_secs_f64());
