@@ -481,11 +481,19 @@ impl Engine {
         render_joins(&rows, &labels, out);
         self.render_anomalies(&rows, &labels, out);
         self.render_ratios(&rows, &labels, out);
-        self.metrics.managers.set(self.table.len() as i64);
+        // These two gauges are written with the families they describe, from the same snapshot
+        // (the registry is rendered before the snapshot is taken).
+        out.family("salespulse_managers", "Managers whose state is held.", MetricType::Gauge);
+        out.sample("salespulse_managers", &[], rows.len() as f64);
         let card_entries = |row: &Row| row.cards.as_ref().map_or(0, |c| c.join.cards + c.join.tasks);
         let dialogs = |row: &Row| row.messages.as_ref().map_or(0, |m| m.dialogs.held);
         let entries: u64 = rows.iter().map(|row| row.joins.entries + card_entries(row) + dialogs(row)).sum();
-        self.metrics.join_entries.set(entries as i64);
+        out.family(
+            "salespulse_join_state_entries",
+            "Entries of the cross-stream join state (calls awaiting a card change, recent changes, contacts, tasks, cards, dialogs).",
+            MetricType::Gauge,
+        );
+        out.sample("salespulse_join_state_entries", &[], entries as f64);
     }
 }
 

@@ -1,7 +1,7 @@
 //! The engine's own instrumentation. Every labelled child is created up front (or once per new
 //! topic), so the hot path never looks a label set up.
 
-use prometheus::{GaugeVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{GaugeVec, IntCounter, IntCounterVec, Opts, Registry};
 use salespulse_core::ledger::Duplicate;
 use salespulse_events::Kind;
 
@@ -16,8 +16,6 @@ pub(crate) struct EngineMetrics {
     duplicate_offset: IntCounter,
     duplicate_event_id: IntCounter,
     pub(crate) overflow: IntCounter,
-    pub(crate) managers: IntGauge,
-    pub(crate) join_entries: IntGauge,
     pub(crate) join_evictions: IntCounter,
 }
 
@@ -70,11 +68,6 @@ impl EngineMetrics {
             "salespulse_managers_overflow_events_total",
             "Events of new managers dropped because the manager cap was reached.",
         )?;
-        let managers = IntGauge::new("salespulse_managers", "Managers whose state is held.")?;
-        let join_entries = IntGauge::new(
-            "salespulse_join_state_entries",
-            "Entries of the cross-stream join state (calls awaiting a card change, recent changes, contacts, tasks).",
-        )?;
         let join_evictions = IntCounter::new(
             "salespulse_join_state_evictions_total",
             "Join state entries dropped because a per-manager bound was reached.",
@@ -87,8 +80,6 @@ impl EngineMetrics {
             Box::new(rejected_vec.clone()),
             Box::new(duplicate_vec.clone()),
             Box::new(overflow.clone()),
-            Box::new(managers.clone()),
-            Box::new(join_entries.clone()),
             Box::new(join_evictions.clone()),
         ] {
             registry.register(collector)?;
@@ -103,8 +94,6 @@ impl EngineMetrics {
             duplicate_offset: duplicate_vec.with_label_values(&[Duplicate::Offset.as_str()]),
             duplicate_event_id: duplicate_vec.with_label_values(&[Duplicate::EventId.as_str()]),
             overflow,
-            managers,
-            join_entries,
             join_evictions,
         })
     }
