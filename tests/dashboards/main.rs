@@ -1,6 +1,9 @@
 //! Every Grafana dashboard in `deploy/grafana/dashboards/` parses, and every panel query is
-//! valid PromQL naming metrics salespulse exports (docs/metrics.md) or recording rules
-//! (deploy/prometheus/rules.yml).
+//! valid PromQL naming metrics salespulse exports (docs/metrics.md, and a real scrape of the demo
+//! daemon) or recording rules (deploy/prometheus/rules.yml).
+
+#[path = "../support/mod.rs"]
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -241,6 +244,60 @@ fn every_query_is_valid_promql_on_documented_metrics() {
     }
     assert!(checked > 50, "only {checked} expressions checked");
     println!("checked {checked} expressions");
+}
+
+/// The metric names a scrape declares (`# TYPE name type`), with their types.
+fn scraped_families(body: &str) -> BTreeMap<String, String> {
+    body.lines()
+        .filter_map(|line| {
+            let mut parts = line.strip_prefix("# TYPE ")?.split_whitespace();
+            Some((parts.next()?.to_owned(), parts.next()?.to_owned()))
+        })
+        .collect()
+}
+
+#[test]
+fn every_dashboard_metric_is_in_a_real_scrape() {
+    // The demo writes every family's HELP and TYPE lines, samples or not.
+    let listen: std::net::SocketAddr = format!("127.0.0.1:{}", support::free_port()).parse().unwrap();
+    let address = listen.to_string();
+    let mut daemon = support::Daemon::start(
+        &["demo", "--listen", &address, "--managers", "6", "--events-per-second", "100"],
+        &[("RUST_LOG", "warn")],
+        listen,
+    );
+    let families = daemon.scrape_until("the demo's families", std::time::Duration::from_secs(60), |body| {
+        let families = scraped_families(body);
+        families.contains_key("salespulse_anomaly_score").then_some(families)
+    });
+    let rules = recording_rules();
+    let mut checked = BTreeSet::new();
+    for d in dashboards() {
+        let vars = variables(&d);
+        for (place, expr) in queries(&d) {
+            let concrete = substitute(&expr, &vars).unwrap_or_else(|e| panic!("{}: {place}: {e} in {expr:?}", d.file));
+            let Ok(ast) = parser::parse(&concrete) else { continue };
+            let mut names = BTreeSet::new();
+            metric_names(&ast, &mut names);
+            for name in names {
+                let histogram = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .filter_map(|suffix| name.strip_suffix(suffix))
+                    .any(|base| families.get(base).is_some_and(|t| t == "histogram"));
+                // `up` and `ALERTS` come from Prometheus itself.
+                let known = families.contains_key(&name)
+                    || histogram
+                    || rules.contains(&name)
+                    || name == "up"
+                    || name == "ALERTS";
+                assert!(known, "{}: {place}: {name} is not in a scrape of the daemon nor a recording rule", d.file);
+                checked.insert(name);
+            }
+        }
+    }
+    assert!(checked.len() > 20, "only {} metric names checked", checked.len());
+    let status = daemon.terminate(std::time::Duration::from_secs(20));
+    assert!(status.success(), "exit status {status}");
 }
 
 #[test]
