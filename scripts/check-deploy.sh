@@ -212,4 +212,14 @@ fi
 if ((${#skipped[@]})); then
   printf 'skipped: %s\n' "${skipped[@]}"
 fi
+# Kubernetes schemas, offline (kubernetes-validate bundles them). The PodMonitor is a custom
+# resource the bundled schemas do not know; its keys are checked above.
+if have kubernetes-validate; then
+  kubernetes-validate --quiet deploy/k8s/deployment.yaml deploy/k8s/service.yaml \
+    deploy/k8s/configmap.yaml deploy/k8s/pdb.yaml
+  echo "k8s: deployment, service, configmap, pdb valid against the bundled Kubernetes schemas"
+else
+  skip "kubernetes-validate not installed: k8s schemas not checked (python3 -m pip install kubernetes-validate)"
+fi
+
 echo "OK: deployment files checked"

@@ -25,5 +25,7 @@ if ((${#missing[@]})); then
 fi
 # The python3 on PATH (which may not be Debian's) needs PyYAML for the manifest checks.
 python3 -c "import yaml" >/dev/null 2>&1 || python3 -m pip install --quiet pyyaml
+# Kubernetes manifests are checked against the schemas this PyPI package bundles.
+command -v kubernetes-validate >/dev/null 2>&1 || python3 -m pip install --quiet kubernetes-validate
 scripts/kafka.sh install
 echo "install-test-deps: kcat $(kcat -V 2>/dev/null | head -1 | awk '{print $2}'), $(promtool --version 2>&1 | head -1)"
