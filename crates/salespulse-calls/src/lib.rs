@@ -15,6 +15,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use salespulse_core::expo::{MetricType, MetricWriter};
+use salespulse_core::single_writer::add as bump;
 use salespulse_core::window::{Counters, Layout, ReadPlan, Windows};
 use salespulse_events::{Call, CallDirection, CallStatus};
 
@@ -300,11 +301,6 @@ struct WindowedFamily<'a> {
 const TOTAL_SUCCESSFUL: usize = DIRECTIONS * STATUSES;
 const TOTAL_TALK: usize = TOTAL_SUCCESSFUL + DIRECTIONS;
 const TOTALS: usize = TOTAL_TALK + DIRECTIONS;
-
-/// Single-writer add: a plain load and store, no read-modify-write instruction.
-fn bump(cell: &AtomicU64, delta: u64) {
-    cell.store(cell.load(Ordering::Relaxed).saturating_add(delta), Ordering::Relaxed);
-}
 
 /// One manager's call state: totals and windowed buckets, updated through atomics.
 #[derive(Debug)]

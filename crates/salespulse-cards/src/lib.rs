@@ -32,6 +32,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 use salespulse_core::expo::{MetricType, MetricWriter};
+use salespulse_core::single_writer::add as bump;
 use salespulse_core::window::{Counters, Layout, ReadPlan, Windows};
 use salespulse_events::{CardChange, CardChangeKind};
 
@@ -554,11 +555,6 @@ impl Cards {
 /// across processes.
 pub fn key(id: &str) -> u64 {
     salespulse_core::ledger::fingerprint(id) | 1
-}
-
-/// Single-writer add: a plain load and store, no read-modify-write instruction.
-fn bump(cell: &AtomicU64, delta: u64) {
-    cell.store(cell.load(Ordering::Relaxed).saturating_add(delta), Ordering::Relaxed);
 }
 
 /// Single-writer add to an `f64` kept as bits.

@@ -273,10 +273,9 @@ impl WindowedHistogram {
             u32::try_from(value_ms.saturating_add(SUM_UNIT_MS / 2) / SUM_UNIT_MS).unwrap_or(u32::MAX);
         self.windowed.add(layout, windows, event_ms, now_ms, &deltas[..layout.dims().min(MAX_DIMS)]);
         if let Some(cell) = self.counts.get(bucket) {
-            cell.store(cell.load(Ordering::Relaxed).saturating_add(1), Ordering::Relaxed);
+            crate::single_writer::add(cell, 1);
         }
-        let sum = self.sum_ms.load(Ordering::Relaxed).saturating_add(value_ms.unsigned_abs());
-        self.sum_ms.store(sum, Ordering::Relaxed);
+        crate::single_writer::add(&self.sum_ms, value_ms.unsigned_abs());
     }
 
     /// The histogram of every window served by `layout`, in the order of [`Layout::specs`], at the

@@ -31,5 +31,6 @@ pub mod clock;
 pub mod expo;
 pub mod histogram;
 pub mod ledger;
+pub mod single_writer;
 pub mod table;
 pub mod window;

@@ -33,6 +33,7 @@ use std::sync::{Arc, OnceLock};
 use parking_lot::Mutex;
 use salespulse_core::expo::{MetricType, MetricWriter};
 use salespulse_core::histogram::{HistogramTotals, LogBuckets, WindowHistogram, WindowedHistogram};
+use salespulse_core::single_writer::add as bump;
 use salespulse_core::window::{Counters, Layout, ReadPlan, Windows};
 use salespulse_events::{Message, MessageDirection};
 
@@ -658,11 +659,6 @@ impl Messages {
 fn valid_channel(name: &str) -> bool {
     (1..=64).contains(&name.len())
         && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-'))
-}
-
-/// Single-writer add: a plain load and store, no read-modify-write instruction.
-fn bump(cell: &AtomicU64, delta: u64) {
-    cell.store(cell.load(Ordering::Relaxed).saturating_add(delta), Ordering::Relaxed);
 }
 
 fn load(cell: &AtomicU64) -> u64 {
