@@ -431,21 +431,9 @@ impl Engine {
             if later.manager != kept.manager {
                 return false;
             }
-            match (&mut kept.calls, later.calls.take()) {
-                (Some(mine), Some(theirs)) => mine.merge(&theirs),
-                (mine @ None, theirs) => *mine = theirs,
-                (Some(_), None) => {}
-            }
-            match (&mut kept.cards, later.cards.take()) {
-                (Some(mine), Some(theirs)) => mine.merge(&theirs),
-                (mine @ None, theirs) => *mine = theirs,
-                (Some(_), None) => {}
-            }
-            match (&mut kept.messages, later.messages.take()) {
-                (Some(mine), Some(theirs)) => mine.merge(&theirs),
-                (mine @ None, theirs) => *mine = theirs,
-                (Some(_), None) => {}
-            }
+            merge_option(&mut kept.calls, later.calls.take(), CallSnapshot::merge);
+            merge_option(&mut kept.cards, later.cards.take(), CardSnapshot::merge);
+            merge_option(&mut kept.messages, later.messages.take(), MessageSnapshot::merge);
             kept.joins.merge(&later.joins);
             if kept.team.is_none() {
                 kept.team = later.team.take();
@@ -535,6 +523,15 @@ impl Engine {
             joins: JoinCounts::default(),
             anomalies: RowAnomalies::default(),
         }
+    }
+}
+
+/// Adds `later` (the same manager's stream in another partition group) into `kept`.
+fn merge_option<T>(kept: &mut Option<T>, later: Option<T>, merge: fn(&mut T, &T)) {
+    match (kept.as_mut(), later) {
+        (Some(mine), Some(theirs)) => merge(mine, &theirs),
+        (None, theirs) => *kept = theirs,
+        (Some(_), None) => {}
     }
 }
 
