@@ -185,6 +185,33 @@ impl Calls {
         snapshot.windows.get(position * DIMS + DIM_CALLS[direction.index()]).copied()
     }
 
+    /// Every call value of window `label` in `snapshot`, whichever families export it; `None`
+    /// where the call stream keeps no counters for that window (no family exports it).
+    pub fn window_values(&self, snapshot: &CallSnapshot, windows: &Windows, label: &str) -> Option<CallWindow> {
+        let spec = windows.index_of(label)?;
+        let position = self.layout.specs().iter().position(|&s| s == spec)?;
+        let values = snapshot.windows.get(position * DIMS..(position + 1) * DIMS)?;
+        Some(CallWindow {
+            calls: values[DIM_CALLS[0]] + values[DIM_CALLS[1]],
+            successful: values[DIM_SUCCESSFUL],
+            missed: values[DIM_MISSED],
+            talk_ms: values[DIM_TALK_MS],
+        })
+    }
+
+    /// Adds into `out` the finished calls (both directions) per bucket of window `label` at the
+    /// instant of `plan`, oldest first (see `Counters::series`); nothing where the stream keeps no
+    /// counters for that window.
+    pub fn calls_series(&self, state: &CallState, windows: &Windows, plan: &ReadPlan, label: &str, out: &mut Vec<u64>) {
+        let Some(spec) = windows.index_of(label) else { return };
+        if !self.layout.specs().contains(&spec) {
+            return;
+        }
+        for dim in DIM_CALLS {
+            state.windows.series(&self.layout, windows, plan, spec, dim, out);
+        }
+    }
+
     /// The windows `salespulse_window_successful_contacts` exports.
     pub fn successful_windows(&self) -> impl Iterator<Item = &str> {
         self.successful.iter().map(|(_, label)| label.as_str())
@@ -354,6 +381,19 @@ impl CallSnapshot {
             *a = a.saturating_add(*b);
         }
     }
+}
+
+/// A manager's call values in one window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CallWindow {
+    /// Finished calls, both directions.
+    pub calls: u64,
+    /// Successful contacts.
+    pub successful: u64,
+    /// Inbound calls missed.
+    pub missed: u64,
+    /// Talk time, milliseconds.
+    pub talk_ms: u64,
 }
 
 /// One manager's row in a scrape.

@@ -545,6 +545,45 @@ impl Counters {
         }
     }
 
+    /// Adds into `out` the per-bucket values of counter `dim` over the buckets window `spec`
+    /// (an index into [`Windows::specs`]) covers at the instant of `plan`, oldest first:
+    /// `out[i]` is bucket `first + i` of the window's range, the last one the current partial
+    /// bucket. `out` is grown to the range's length. The values sum to what [`Counters::read`]
+    /// gives for the window. Nothing is added when the layout does not keep the window's level.
+    pub fn series(
+        &self,
+        layout: &Layout,
+        windows: &Windows,
+        plan: &ReadPlan,
+        spec: usize,
+        dim: usize,
+        out: &mut Vec<u64>,
+    ) {
+        let (Some(window), Some((first, last))) = (windows.specs.get(spec), plan.range(spec)) else { return };
+        let Some(offset) = layout.level_offsets.get(window.level).copied().flatten() else { return };
+        if dim >= layout.dims || last < first {
+            return;
+        }
+        let level = windows.levels[window.level];
+        let length = (last - first + 1) as usize;
+        if out.len() < length {
+            out.resize(length, 0);
+        }
+        for (position, index) in (first..=last).enumerate() {
+            let base = offset + (index % level.slots) as usize * (1 + layout.dims);
+            let stamp = &self.cells[base];
+            if stamp.load(Ordering::Acquire) != index {
+                continue;
+            }
+            let value = self.cells[base + 1 + dim].load(Ordering::Relaxed);
+            fence(Ordering::Acquire);
+            // Recycled for a newer bucket while we read: the old one has left the window.
+            if stamp.load(Ordering::Relaxed) == index {
+                out[position] += u64::from(value);
+            }
+        }
+    }
+
     /// Bytes held.
     pub fn heap_bytes(&self) -> usize {
         self.cells.len() * std::mem::size_of::<AtomicU32>()
@@ -626,6 +665,43 @@ mod tests {
         for shift in [(9, 10, 540), (9, 0, 0), (9, 0, 1445), (9, 0, 500)] {
             assert!(matches!(Windows::new(&config(&[], false, Some(shift), Tz::UTC)), Err(WindowError::Shift(_))));
         }
+    }
+
+    #[test]
+    fn series_lists_the_buckets_a_window_sums() {
+        let windows = Windows::parse(&["5m", "1h"]).unwrap();
+        let layout = Layout::all(&windows, 2);
+        let c = Counters::new(&layout);
+        // 1h is kept in 2-minute buckets: 30 of them, the last the current partial one.
+        for (ago_ms, deltas) in [(0, [1, 10]), (1_000, [2, 20]), (3 * 60_000, [4, 40])] {
+            assert!(c.add(&layout, &windows, T0 - ago_ms, T0, &deltas));
+        }
+        // Older than the ring of 30 two-minute buckets: no level keeps it.
+        assert!(!c.add(&layout, &windows, T0 - 59 * 60_000, T0, &[8, 80]));
+        let spec = windows.index_of("1h").unwrap();
+        let plan = windows.plan(T0 + 30_000);
+        let mut series = Vec::new();
+        c.series(&layout, &windows, &plan, spec, 0, &mut series);
+        assert_eq!(series.len(), 30);
+        // T0 is on a 2-minute boundary: T0 and T0 + 30 s are in the last bucket, T0 - 1 s in the
+        // one before, T0 - 3 min two before that.
+        let mut expected = vec![0; 30];
+        expected[29] = 1;
+        expected[28] = 2;
+        expected[27] = 4;
+        assert_eq!(series, expected);
+        assert_eq!(series.iter().sum::<u64>(), read_one(&windows, &layout, &c, "1h", T0 + 30_000));
+        let mut talk = Vec::new();
+        c.series(&layout, &windows, &plan, spec, 1, &mut talk);
+        assert_eq!(talk.iter().sum::<u64>(), 70);
+        // Adding into an existing series (a manager seen through two partition groups) sums.
+        c.series(&layout, &windows, &plan, spec, 0, &mut series);
+        assert_eq!(series[29], 2);
+        // A level the layout does not keep adds nothing.
+        let only_5m = Layout::new(&windows, 2, &[windows.index_of("5m").unwrap()]);
+        let mut none = Vec::new();
+        Counters::new(&only_5m).series(&only_5m, &windows, &plan, spec, 0, &mut none);
+        assert!(none.is_empty());
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod config;
 mod joins;
 mod metrics;
 mod ratelimit;
+mod view;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -39,6 +40,10 @@ use joins::JoinState;
 pub use joins::{JoinConfig, JoinCounts};
 use metrics::EngineMetrics;
 use ratelimit::RateLimited;
+pub use view::{
+    AnomalyView, IngestView, ManagerView, PartitionIngest, RecentReject, SparklineSpec, StreamIngest, TeamView,
+    TopicIngest,
+};
 
 /// One record as the transport delivered it.
 #[derive(Debug, Clone, Copy)]
@@ -164,6 +169,8 @@ pub struct Engine {
     partitions: RwLock<HashMap<TopicPartition, Arc<PartitionContext>>>,
     metrics: EngineMetrics,
     reject_log: RateLimited,
+    /// The last rejected records, for the ingest view.
+    rejects: view::RejectLog,
 }
 
 impl std::fmt::Debug for Engine {
@@ -192,6 +199,7 @@ impl Engine {
             partitions: RwLock::new(HashMap::new()),
             metrics,
             reject_log: RateLimited::new(std::time::Duration::from_secs(10)),
+            rejects: view::RejectLog::default(),
         })
     }
 
@@ -293,6 +301,7 @@ impl Engine {
     fn reject(&self, record: &Record<'_>, rejection: Rejection) -> Outcome {
         let reason = rejection.reason();
         self.metrics.rejected(reason);
+        self.rejects.record(record, &rejection, self.clock.now_ms());
         if let Some(suppressed) = self.reject_log.check() {
             tracing::warn!(
                 topic = record.topic,

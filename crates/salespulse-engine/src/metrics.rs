@@ -121,6 +121,22 @@ impl EngineMetrics {
         }
     }
 
+    /// Applied, late, and the newest event time (seconds) of stream `kind`, for the ingest view.
+    pub(crate) fn stream(&self, kind: Kind) -> (u64, u64, f64) {
+        let i = stream_index(kind);
+        (self.applied[i].get(), self.late[i].get(), self.last_event[i].get())
+    }
+
+    /// Rejected records by reason, every reason listed.
+    pub(crate) fn rejected_counts(&self) -> Vec<(&'static str, u64)> {
+        self.rejected.iter().map(|(reason, counter)| (*reason, counter.get())).collect()
+    }
+
+    /// Redelivered offsets and repeated event ids dropped.
+    pub(crate) fn duplicates(&self) -> (u64, u64) {
+        (self.duplicate_offset.get(), self.duplicate_event_id.get())
+    }
+
     pub(crate) fn duplicate(&self, kind: Duplicate) {
         match kind {
             Duplicate::Offset => self.duplicate_offset.inc(),
