@@ -240,10 +240,10 @@ impl Engine {
         self.view(label, None)
     }
 
-    /// One manager's values in window `label` now; `None` when the window is not configured or
-    /// the manager is not held.
-    pub fn manager_view(&self, label: &str, manager: &str) -> Option<ManagerView> {
-        self.view(label, Some(manager))?.managers.pop()
+    /// Window `label` now with only `manager`'s row (none when the manager is not held); `None`
+    /// when no such window is configured.
+    pub fn manager_view(&self, label: &str, manager: &str) -> Option<TeamView> {
+        self.view(label, Some(manager))
     }
 
     fn view(&self, label: &str, only: Option<&str>) -> Option<TeamView> {
@@ -498,8 +498,9 @@ mod tests {
         let ann_points = ann60.calls_sparkline.unwrap();
         assert_eq!((ann_points[28], ann_points[19]), (1, 1));
 
-        assert_eq!(engine.manager_view("1h", "bob"), Some(bob60));
-        assert_eq!(engine.manager_view("1h", "nobody"), None);
+        assert_eq!(engine.manager_view("1h", "bob").unwrap().managers, [bob60]);
+        assert_eq!(engine.manager_view("1h", "nobody").unwrap().managers, []);
+        assert!(engine.manager_view("today", "bob").is_none());
         assert!(engine.team_view("today").is_none());
     }
 

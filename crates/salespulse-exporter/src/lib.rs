@@ -7,9 +7,16 @@
 //! ask for it (Prometheus does), the text format 0.0.4 otherwise. `GET /healthz` answers while the
 //! process serves; `GET /readyz` once ingest has joined its consumer group.
 //!
+//! The same router serves the live team page at `GET /` (assets embedded in the binary, no CDN)
+//! and its JSON API under `/api/v1` ([`api`], documented in `docs/api.md`), so whatever guards
+//! `/metrics` guards them too.
+//!
 //! A scrape never holds a lock across an `.await`: rendering is synchronous and locks one manager
 //! at a time, so ingest waits for at most one manager's snapshot.
 #![deny(missing_docs)]
+
+mod api;
+pub mod thresholds;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -36,6 +43,8 @@ pub struct Exporter {
     render_seconds: Gauge,
     /// Size of the previous body, so the next one is allocated once.
     last_body_bytes: std::sync::atomic::AtomicUsize,
+    /// The alert thresholds the page colours by (from the embedded rule file).
+    thresholds: Vec<(String, f64)>,
 }
 
 impl std::fmt::Debug for Exporter {
@@ -52,7 +61,14 @@ impl Exporter {
             "Time the previous /metrics scrape took to render its body.",
         )?;
         registry.register(Box::new(render_seconds.clone()))?;
-        Ok(Exporter { engine, registry, ready, render_seconds, last_body_bytes: Default::default() })
+        Ok(Exporter {
+            engine,
+            registry,
+            ready,
+            render_seconds,
+            last_body_bytes: Default::default(),
+            thresholds: thresholds::thresholds(),
+        })
     }
 
     /// The whole `/metrics` body in `format`.
@@ -79,7 +95,13 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = Router::new()
-        .route("/", get(index))
+        .route("/", get(api::index))
+        .route("/assets/app.js", get(api::app_js))
+        .route("/assets/app.css", get(api::app_css))
+        .route("/api/v1/managers", get(api::managers))
+        .route("/api/v1/managers/{id}", get(api::manager))
+        .route("/api/v1/ingest", get(api::ingest))
+        .route("/api/v1/thresholds", get(api::thresholds))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -111,15 +133,6 @@ async fn readyz(State(exporter): State<Arc<Exporter>>) -> Response {
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready: waiting for the consumer group assignment\n").into_response()
     }
-}
-
-async fn index() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        "<!doctype html><title>salespulse</title><h1>salespulse</h1>\
-         <ul><li><a href=\"/metrics\">/metrics</a></li><li><a href=\"/healthz\">/healthz</a></li>\
-         <li><a href=\"/readyz\">/readyz</a></li></ul>\n",
-    )
 }
 
 /// Writes every family of `registry` (counters, gauges, histograms; the daemon registers no

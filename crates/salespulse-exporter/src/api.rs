@@ -1,0 +1,245 @@
+//! The JSON API under `/api/v1` and the live page's embedded assets. Documented in `docs/api.md`;
+//! the schema is `docs/openapi.yaml`, and the browser tests check live responses against it.
+//!
+//! Absent values are `null`, never 0: a manager with no chat state has no waiting clients to
+//! report, which is not the same as none waiting.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use salespulse_engine::{IngestView, ManagerView, SparklineSpec, TeamView};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::Exporter;
+
+const INDEX_HTML: &str = include_str!("../assets/index.html");
+const APP_JS: &str = include_str!("../assets/app.js");
+const APP_CSS: &str = include_str!("../assets/app.css");
+
+/// The window a request without `?window=` gets, when configured.
+const DEFAULT_WINDOW: &str = "1h";
+
+/// `?window=...&team=...`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ManagersQuery {
+    window: Option<String>,
+    team: Option<String>,
+}
+
+/// `?window=...`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ManagerQuery {
+    window: Option<String>,
+}
+
+pub(crate) async fn index() -> Response {
+    asset("text/html; charset=utf-8", INDEX_HTML)
+}
+
+pub(crate) async fn app_js() -> Response {
+    asset("text/javascript; charset=utf-8", APP_JS)
+}
+
+pub(crate) async fn app_css() -> Response {
+    asset("text/css; charset=utf-8", APP_CSS)
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-cache")], body).into_response()
+}
+
+pub(crate) async fn managers(
+    State(exporter): State<Arc<Exporter>>,
+    query: Result<Query<ManagersQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(query)) = query else { return error(StatusCode::BAD_REQUEST, "unknown or malformed query parameter") };
+    let window = window_or_default(&exporter, query.window);
+    let read = tokio::task::spawn_blocking(move || exporter.engine.team_view(&window).ok_or(window)).await;
+    match read {
+        Ok(Ok(view)) => {
+            let team = query.team.as_deref();
+            let rows: Vec<Value> = view
+                .managers
+                .iter()
+                .filter(|row| team.is_none_or(|team| row.team.as_deref() == Some(team)))
+                .map(manager_json)
+                .collect();
+            let mut body = header_json(&view);
+            body["managers"] = Value::Array(rows);
+            json_response(StatusCode::OK, &body)
+        }
+        Ok(Err(window)) => unknown_window(&window),
+        Err(join) => internal(join),
+    }
+}
+
+pub(crate) async fn manager(
+    State(exporter): State<Arc<Exporter>>,
+    Path(id): Path<String>,
+    query: Result<Query<ManagerQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(query)) = query else { return error(StatusCode::BAD_REQUEST, "unknown or malformed query parameter") };
+    let window = window_or_default(&exporter, query.window);
+    let read = tokio::task::spawn_blocking(move || exporter.engine.manager_view(&window, &id).ok_or(window)).await;
+    match read {
+        Ok(Ok(mut view)) => match view.managers.pop() {
+            Some(row) => {
+                let mut body = header_json(&view);
+                body["manager"] = manager_json(&row);
+                json_response(StatusCode::OK, &body)
+            }
+            None => error(StatusCode::NOT_FOUND, "no such manager is held"),
+        },
+        Ok(Err(window)) => unknown_window(&window),
+        Err(join) => internal(join),
+    }
+}
+
+pub(crate) async fn ingest(State(exporter): State<Arc<Exporter>>) -> Response {
+    match tokio::task::spawn_blocking(move || exporter.engine.ingest_view()).await {
+        Ok(view) => json_response(StatusCode::OK, &ingest_json(&view)),
+        Err(join) => internal(join),
+    }
+}
+
+pub(crate) async fn thresholds(State(exporter): State<Arc<Exporter>>) -> Response {
+    let values: serde_json::Map<String, Value> =
+        exporter.thresholds.iter().map(|(name, value)| (name.clone(), json!(value))).collect();
+    json_response(StatusCode::OK, &json!({ "thresholds": values }))
+}
+
+fn window_or_default(exporter: &Exporter, asked: Option<String>) -> String {
+    asked.unwrap_or_else(|| {
+        let windows = &exporter.engine.config().windows;
+        match windows.index_of(DEFAULT_WINDOW) {
+            Some(_) => DEFAULT_WINDOW.to_owned(),
+            // `Windows` is never empty: the daemon refuses a configuration without a window.
+            None => windows.specs().first().map(|spec| spec.label.clone()).unwrap_or_default(),
+        }
+    })
+}
+
+fn header_json(view: &TeamView) -> Value {
+    json!({
+        "at_ms": view.at_ms,
+        "window": view.window,
+        "windows": view.windows,
+        "sparkline": view.sparkline.as_ref().map(sparkline_json),
+    })
+}
+
+fn sparkline_json(spec: &SparklineSpec) -> Value {
+    json!({ "window": spec.window, "bucket_seconds": spec.bucket_ms / 1000, "points": spec.points })
+}
+
+fn manager_json(row: &ManagerView) -> Value {
+    let anomalies: Vec<Value> = row
+        .anomalies
+        .iter()
+        .map(|a| json!({ "signal": a.signal, "score": a.score, "value": a.value, "baseline": a.baseline }))
+        .collect();
+    json!({
+        "manager": row.manager,
+        "team": row.team,
+        "last_event_at_ms": row.last_event_ms,
+        "calls": row.calls,
+        "successful_contacts": row.successful_contacts,
+        "missed_calls": row.missed_calls,
+        "talk_seconds": row.talk_seconds,
+        "messages": row.messages,
+        "dialogs_active": row.dialogs_active,
+        "clients_waiting": row.clients_waiting,
+        "oldest_wait_seconds": row.oldest_wait_seconds,
+        "response_p90_seconds": row.response_p90_seconds,
+        "tasks_overdue": row.tasks_overdue,
+        "tasks_open": row.tasks_open,
+        "plan_completion": row.plan_completion,
+        "silent": row.silent,
+        "calls_unlogged": row.calls_unlogged,
+        "anomalies": anomalies,
+        "calls_sparkline": row.calls_sparkline,
+    })
+}
+
+fn ingest_json(view: &IngestView) -> Value {
+    let reasons = |list: &[(&'static str, u64)]| -> HashMap<&'static str, u64> { list.iter().copied().collect() };
+    let topics: Vec<Value> = view
+        .topics
+        .iter()
+        .map(|topic| {
+            let partitions: Vec<Value> = topic
+                .partitions
+                .iter()
+                .map(|p| json!({ "partition": p.partition, "next_offset": p.next_offset }))
+                .collect();
+            json!({
+                "topic": topic.topic,
+                "received": topic.received,
+                "rejected": reasons(&topic.rejected),
+                "partitions": partitions,
+            })
+        })
+        .collect();
+    let streams: Vec<Value> = view
+        .streams
+        .iter()
+        .map(|s| {
+            json!({
+                "stream": s.stream,
+                "applied": s.applied,
+                "late": s.late,
+                "last_event_at_ms": s.last_event_ms,
+            })
+        })
+        .collect();
+    let recent: Vec<Value> = view
+        .recent_rejects
+        .iter()
+        .map(|r| {
+            json!({
+                "at_ms": r.at_ms,
+                "topic": r.topic,
+                "partition": r.partition,
+                "offset": r.offset,
+                "reason": r.reason,
+                "error": r.error,
+            })
+        })
+        .collect();
+    json!({
+        "at_ms": view.at_ms,
+        "topics": topics,
+        "streams": streams,
+        "rejected": reasons(&view.rejected),
+        "duplicates": { "offset": view.duplicate_offsets, "event_id": view.duplicate_event_ids },
+        "overflow": view.overflow,
+        "managers": view.managers,
+        "recent_rejects": recent,
+    })
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-store")], body.to_string())
+        .into_response()
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    json_response(status, &json!({ "error": message }))
+}
+
+fn unknown_window(window: &str) -> Response {
+    // The label is echoed only when it is a plausible window label, never arbitrary input.
+    let shown = if window.len() <= 16 && window.bytes().all(|b| b.is_ascii_alphanumeric()) { window } else { "?" };
+    error(StatusCode::BAD_REQUEST, &format!("unknown window `{shown}`"))
+}
+
+fn internal(join: tokio::task::JoinError) -> Response {
+    tracing::error!(error = %join, "reading the state for the API failed");
+    error(StatusCode::INTERNAL_SERVER_ERROR, "reading the state failed")
+}
