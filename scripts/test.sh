@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Runs the test suite: lint, the hermetic tests, then the tests against a real Kafka broker
+# (the live page's tests drive Debian's headless chromium through playwright-core)
 # (KAFKA_BOOTSTRAP if set, else one started here and stopped on exit).
 #   scripts/test.sh          everything
 #   scripts/test.sh broker   only the real-broker tests
@@ -30,4 +31,4 @@ if [ -z "${KAFKA_BOOTSTRAP:-}" ]; then
     started=yes
 fi
 echo "Kafka at $KAFKA_BOOTSTRAP${started:+ (started for this run)}"
-$CARGO test -p salespulse --features broker-tests --test broker --test alerting
+$CARGO test -p salespulse --features broker-tests --test broker --test alerting --test browser

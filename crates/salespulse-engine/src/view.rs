@@ -526,8 +526,7 @@ mod tests {
             assert!(matches!(engine.ingest(record), Outcome::Rejected(_)));
         }
         let view = engine.ingest_view();
-        let topics: Vec<(&str, u64, Vec<(&str, u64)>)> =
-            view.topics.iter().map(|t| (t.topic.as_str(), t.received, t.rejected.clone())).collect();
+        let topics: Vec<_> = view.topics.iter().map(|t| (t.topic.as_str(), t.received, t.rejected.clone())).collect();
         assert_eq!(topics, [("calls", 2, vec![("malformed_json", 1)]), ("chats", 1, vec![("empty_payload", 1)])]);
         assert_eq!(view.topics[1].partitions[0].partition, 2);
         assert_eq!(view.recent_rejects.len(), 2);
