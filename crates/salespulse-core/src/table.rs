@@ -133,6 +133,12 @@ impl<S> ManagerTable<S> {
         count
     }
 
+    /// How many partitions hold state of `manager` (more than one when its events are not keyed
+    /// by manager). Walks the partitions; meant for the rare moment a manager is created.
+    pub fn partitions_holding(&self, manager: &str) -> usize {
+        self.partitions.read().values().filter(|p| p.managers.contains_key(manager)).count()
+    }
+
     /// Visits every manager of every partition under shard read locks. A manager whose events came
     /// from several partitions is visited once per partition.
     pub fn for_each(&self, mut visit: impl FnMut(PartitionId, &Arc<str>, &Entry<S>)) {
@@ -277,6 +283,17 @@ mod tests {
         assert_eq!(table.remove_partition(2), 2);
         assert_eq!(table.len(), 1);
         assert_eq!(table.remove_partition(2), 0);
+    }
+
+    #[test]
+    fn partitions_holding_counts_split_managers() {
+        let table: ManagerTable<u64> = ManagerTable::new(10);
+        table.partition(1).update("a", 1, || 0, |_| ()).unwrap();
+        table.partition(2).update("b", 1, || 0, |_| ()).unwrap();
+        assert_eq!(table.partitions_holding("a"), 1);
+        table.partition(3).update("a", 1, || 0, |_| ()).unwrap();
+        assert_eq!(table.partitions_holding("a"), 2);
+        assert_eq!(table.partitions_holding("c"), 0);
     }
 
     #[test]

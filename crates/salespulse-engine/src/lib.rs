@@ -39,7 +39,7 @@ pub use config::{EngineConfig, TopicConfig};
 use joins::JoinState;
 pub use joins::{JoinConfig, JoinCounts};
 use metrics::EngineMetrics;
-use ratelimit::RateLimited;
+pub use ratelimit::RateLimited;
 pub use view::{
     AnomalyView, IngestView, ManagerView, PartitionIngest, RecentReject, SparklineSpec, StreamIngest, TeamView,
     TopicIngest,
@@ -171,6 +171,7 @@ pub struct Engine {
     reject_log: RateLimited,
     /// The last rejected records, for the ingest view.
     rejects: view::RejectLog,
+    split_log: RateLimited,
 }
 
 impl std::fmt::Debug for Engine {
@@ -200,6 +201,7 @@ impl Engine {
             metrics,
             reject_log: RateLimited::new(std::time::Duration::from_secs(10)),
             rejects: view::RejectLog::default(),
+            split_log: RateLimited::new(std::time::Duration::from_secs(60)),
         })
     }
 
@@ -320,7 +322,12 @@ impl Engine {
         let windows = &self.config.windows;
         let joins = &self.config.joins;
         let at_ms = event.occurred_at_ms;
-        let applied = managers.update(&event.manager_id, now_ms, ManagerState::default, |entry| {
+        let mut created = false;
+        let init = || {
+            created = true;
+            ManagerState::default()
+        };
+        let applied = managers.update(&event.manager_id, now_ms, init, |entry| {
             entry.set_team(event.team.as_deref());
             let state = &entry.state;
             let mut join = state.joins.get_or_init(Box::default).lock();
@@ -349,6 +356,9 @@ impl Engine {
         if applied.is_err() {
             self.metrics.overflow.inc();
             return Outcome::Overflow;
+        }
+        if created {
+            self.check_split(&event.manager_id, managers.id());
         }
         self.metrics.applied(kind, at_ms);
         Outcome::Applied(kind)
@@ -388,6 +398,51 @@ impl Engine {
             })
         });
         Arc::clone(ctx)
+    }
+
+    /// A manager new to partition group `group` that another group of this process holds too:
+    /// its producers do not key by `manager_id` (or topics differ in partition count), so its
+    /// state is split and, across replicas, its cross-stream joins miss. Checked only when a
+    /// manager's state is created, so it costs nothing per event.
+    fn check_split(&self, manager: &str, group: PartitionId) {
+        let holders = self.table.partitions_holding(manager);
+        if holders < 2 {
+            return;
+        }
+        self.metrics.split_managers.inc();
+        if let Some(suppressed) = self.split_log.check() {
+            tracing::warn!(
+                manager,
+                partition = group,
+                partitions = holders,
+                suppressed,
+                "a manager's events arrive on more than one partition: producers must key records by manager_id \
+                 (see docs/scaling.md)"
+            );
+        }
+    }
+
+    /// Drops everything partition group `partition` holds: the ledgers of partition `partition`
+    /// of every topic and the group's managers (a rebalance revoked it, or it is about to be
+    /// rebuilt from Kafka). Returns the number of managers dropped. Team histograms do not keep
+    /// the dropped managers' response times: the group's new owner rebuilds and exports them.
+    pub fn drop_partition_group(&self, partition: i32) -> usize {
+        let group = partition.max(0) as PartitionId;
+        // Whoever applies to the group holds its writer lock; take it so no apply is half done.
+        let managers = self.table.partition(group);
+        let _writer = managers.writer();
+        self.partitions.write().retain(|(_, p), _| *p != partition);
+        self.table.remove_partition(group)
+    }
+
+    /// How far back a rebuild must replay so that every window, the event-id de-duplication and
+    /// the future tolerance see what an uninterrupted run saw: the largest window (25 h when
+    /// `today` or `shift` is kept), plus the de-duplication horizon (a producer retry in the
+    /// replay finds its original), plus the future tolerance (an event may be stamped that much
+    /// after the record's timestamp).
+    pub fn rebuild_horizon_ms(&self) -> i64 {
+        let config = &self.config;
+        config.windows.largest_ms() + config.dedup_horizon_ms + config.future_tolerance_ms.max(0)
     }
 
     /// The lowest offset not yet applied for a topic-partition, if any record of it was seen.

@@ -17,6 +17,7 @@ pub(crate) struct EngineMetrics {
     duplicate_event_id: IntCounter,
     pub(crate) overflow: IntCounter,
     pub(crate) join_evictions: IntCounter,
+    pub(crate) split_managers: IntCounter,
 }
 
 const STREAMS: [Kind; 3] = [Kind::Call, Kind::Message, Kind::CardChange];
@@ -72,6 +73,10 @@ impl EngineMetrics {
             "salespulse_join_state_evictions_total",
             "Join state entries dropped because a per-manager bound was reached.",
         )?;
+        let split_managers = IntCounter::new(
+            "salespulse_managers_split_total",
+            "Managers whose events arrived on more than one partition group of this replica (producers not keying by manager_id).",
+        )?;
         for collector in [
             Box::new(received.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(applied_vec.clone()),
@@ -81,6 +86,7 @@ impl EngineMetrics {
             Box::new(duplicate_vec.clone()),
             Box::new(overflow.clone()),
             Box::new(join_evictions.clone()),
+            Box::new(split_managers.clone()),
         ] {
             registry.register(collector)?;
         }
@@ -95,6 +101,7 @@ impl EngineMetrics {
             duplicate_event_id: duplicate_vec.with_label_values(&[Duplicate::EventId.as_str()]),
             overflow,
             join_evictions,
+            split_managers,
         })
     }
 

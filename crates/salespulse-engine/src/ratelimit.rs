@@ -6,21 +6,23 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-/// Allows one log line per interval.
+/// Allows one log line per interval (shared with the ingest crate, whose client errors repeat
+/// every few milliseconds while a broker is away).
 #[derive(Debug)]
-pub(crate) struct RateLimited {
+pub struct RateLimited {
     interval: Duration,
     last: Mutex<Option<Instant>>,
     suppressed: AtomicU64,
 }
 
 impl RateLimited {
-    pub(crate) fn new(interval: Duration) -> Self {
+    /// A limiter allowing one line per `interval`.
+    pub fn new(interval: Duration) -> Self {
         RateLimited { interval, last: Mutex::new(None), suppressed: AtomicU64::new(0) }
     }
 
     /// `Some(n)` when a line may be logged now (`n` lines were suppressed since the last one).
-    pub(crate) fn check(&self) -> Option<u64> {
+    pub fn check(&self) -> Option<u64> {
         let now = Instant::now();
         let mut last = self.last.lock();
         match *last {

@@ -206,6 +206,50 @@ fn a_manager_seen_on_two_partitions_is_one_series() {
     let body = f.scrape();
     assert_eq!(body.matches("salespulse_calls_total{").count(), 1, "{body}");
     assert_eq!(value_in(&body, &format!("salespulse_calls_total{ANSWERED_OUT}")), Some(2.0));
+    // Mis-keyed producers are counted once per manager, when its state appears in a second group.
+    assert_eq!(f.counter_plain("salespulse_managers_split_total"), 1);
+    let c = salespulse_events::encode_json(&call_event("e3", "ivanov", T0, CallStatus::Answered, 41_000));
+    f.engine.ingest(&record("calls", 1, 1, &c));
+    assert_eq!(f.counter_plain("salespulse_managers_split_total"), 1);
+}
+
+#[test]
+fn dropping_a_partition_group_forgets_its_managers_and_ledgers_and_a_replay_rebuilds_them() {
+    let f = fixture(|_| ());
+    let event = |id: &str, manager: &str| {
+        salespulse_events::encode_json(&call_event(id, manager, T0 - 60_000, CallStatus::Answered, 41_000))
+    };
+    // Partition 0 of two topics is one group; partition 1 is another.
+    let records = [
+        ("calls", 0, 0, event("a1", "ivanov")),
+        ("chat", 0, 0, event("a2", "ivanov")),
+        ("calls", 1, 0, event("b1", "petrova")),
+    ];
+    for (topic, partition, offset, payload) in &records {
+        f.engine.ingest(&record(topic, *partition, *offset, payload));
+    }
+    let before = f.scrape();
+    assert_eq!(f.engine.managers(), 2);
+    assert_eq!(f.engine.drop_partition_group(0), 1);
+    assert_eq!(f.engine.managers(), 1);
+    assert_eq!((f.engine.next_offset("calls", 0), f.engine.next_offset("chat", 0)), (None, None));
+    assert_eq!(f.engine.next_offset("calls", 1), Some(1));
+    assert_eq!(value_in(&f.scrape(), &format!("salespulse_calls_total{ANSWERED_OUT}")), None);
+    // A replay of the group's records (with a redelivery) restores exactly the same families.
+    for (topic, partition, offset, payload) in records.iter().filter(|r| r.1 == 0).chain(records.iter().take(1)) {
+        f.engine.ingest(&record(topic, *partition, *offset, payload));
+    }
+    assert_eq!(f.scrape(), before);
+    assert_eq!(f.counter_plain("salespulse_managers_split_total"), 0);
+}
+
+#[test]
+fn the_rebuild_horizon_covers_the_largest_window_dedup_and_future_tolerance() {
+    let f = fixture(|config| {
+        config.dedup_horizon_ms = 900_000;
+        config.future_tolerance_ms = 300_000;
+    });
+    assert_eq!(f.engine.rebuild_horizon_ms(), 3_600_000 + 900_000 + 300_000);
 }
 
 #[test]
