@@ -5,7 +5,8 @@
 //! snapshot of the [`Engine`]'s state (in that order, so no counted outcome is missing from the
 //! families). The format follows the `Accept` header: OpenMetrics for clients that
 //! ask for it (Prometheus does), the text format 0.0.4 otherwise. `GET /healthz` answers while the
-//! process serves; `GET /readyz` once ingest has joined its consumer group.
+//! process serves; `GET /readyz` once ingest has joined its consumer group and rebuilt the state of its
+//! partitions from Kafka.
 //!
 //! The same router serves the live team page at `GET /` (assets embedded in the binary, no CDN)
 //! and its JSON API under `/api/v1` ([`api`], documented in `docs/api.md`), so whatever guards
@@ -131,7 +132,8 @@ async fn readyz(State(exporter): State<Arc<Exporter>>) -> Response {
     if (exporter.ready)() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: waiting for the consumer group assignment\n").into_response()
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready: joining the consumer group or rebuilding state from Kafka\n")
+            .into_response()
     }
 }
 

@@ -1,19 +1,27 @@
 //! The consumer-group member.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prometheus::{IntCounter, IntGauge, Registry};
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::KafkaResult;
 use rdkafka::message::{Headers, Message};
+use rdkafka::statistics::Statistics;
+use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 use rdkafka::{ClientContext, TopicPartitionList};
-use salespulse_engine::{Engine, Record};
+use salespulse_engine::{Engine, RateLimited, Record};
 
+use crate::rebuild::{Rebuilds, Replay};
+use crate::status::{Health, Liveness, LivenessCollector};
 use crate::{kafka_error, Error};
+
+/// How often a rebuilding consumer compares its positions with the committed offsets (for
+/// partitions whose last records before the committed offset hold no record to see).
+const POSITION_CHECK_EVERY: Duration = Duration::from_millis(250);
 
 /// Where and how to consume.
 #[derive(Debug, Clone)]
@@ -28,27 +36,15 @@ pub struct IngestConfig {
     pub properties: BTreeMap<String, String>,
 }
 
-/// What the HTTP side reports about ingest (`/readyz`).
-#[derive(Debug, Default)]
-pub struct Health {
-    joined: AtomicBool,
-    assigned: AtomicU64,
-}
-
-impl Health {
-    /// Whether the consumer has joined its group and received an assignment.
-    pub fn joined(&self) -> bool {
-        self.joined.load(Ordering::Relaxed)
-    }
-
-    /// Partitions assigned now.
-    pub fn assigned(&self) -> u64 {
-        self.assigned.load(Ordering::Relaxed)
-    }
-}
-
 struct IngestContext {
+    engine: Arc<Engine>,
     health: Arc<Health>,
+    liveness: Arc<Liveness>,
+    rebuilds: Rebuilds,
+    /// librdkafka reports every failed reconnect: one line per interval while a broker is away.
+    error_log: RateLimited,
+    /// Commits fail once per partition and interval while the coordinator is away.
+    commit_log: RateLimited,
     assigned: IntGauge,
     errors: IntCounter,
     rebalances: IntCounter,
@@ -57,40 +53,78 @@ struct IngestContext {
 impl ClientContext for IngestContext {
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
         self.errors.inc();
-        tracing::warn!(%error, reason, "kafka client error");
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            self.liveness.set_up(false);
+        }
+        if let Some(suppressed) = self.error_log.check() {
+            tracing::warn!(%error, reason, suppressed, "kafka client error");
+        }
+    }
+
+    /// librdkafka's statistics (every `statistics.interval.ms`) say which broker connections are
+    /// up: the source of `salespulse_kafka_up`.
+    fn stats(&self, statistics: Statistics) {
+        let up = statistics.brokers.values().any(|broker| broker.state == "UP");
+        self.liveness.set_up(up);
     }
 }
 
 impl ConsumerContext for IngestContext {
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    /// Assignment with rebuild: before partitions are assigned, their groups' state is dropped
+    /// and their start offsets are set to replay the history within the rebuild horizon
+    /// (`rebuild::Rebuilds::plan`); revoked partitions drop their groups' state.
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
         self.rebalances.inc();
-        match rebalance {
-            Rebalance::Assign(partitions) => {
-                let count = partitions.count() as u64;
-                self.health.assigned.store(count, Ordering::Relaxed);
-                self.health.joined.store(true, Ordering::Relaxed);
-                self.assigned.set(count as i64);
-                tracing::info!(partitions = count, "partitions assigned");
+        let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        let result = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.rebuilds.plan(consumer, &self.engine, tpl);
+                let result = if cooperative { consumer.incremental_assign(tpl) } else { consumer.assign(tpl) };
+                tracing::info!(partitions = tpl.count(), rebuilding = self.health.rebuilding(), "partitions assigned");
+                result
             }
-            Rebalance::Revoke(partitions) => {
-                self.health.assigned.store(0, Ordering::Relaxed);
-                self.assigned.set(0);
-                tracing::info!(partitions = partitions.count(), "partitions revoked");
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                // librdkafka commits the stored offsets on revoke (auto commit). A lost assignment
+                // (the session expired, typically while the broker is away) keeps its state
+                // until the next assignment, so /metrics keeps serving the windows meanwhile.
+                let lost = consumer.assignment_lost();
+                self.rebuilds.revoke(&self.engine, tpl, lost);
+                tracing::info!(partitions = tpl.count(), lost, "partitions revoked");
+                if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                }
             }
-            Rebalance::Error(error) => {
+            other => {
                 self.errors.inc();
-                tracing::warn!(%error, "rebalance failed");
+                tracing::warn!(error = ?RDKafkaErrorCode::from(other), "rebalance failed; dropping the assignment");
+                if let Ok(current) = consumer.assignment() {
+                    self.rebuilds.revoke(&self.engine, &current, false);
+                }
+                consumer.unassign()
             }
+        };
+        if let Err(error) = result {
+            self.errors.inc();
+            tracing::warn!(%error, "applying the rebalance failed");
+        }
+        let count = consumer.assignment().map_or(0, |a| a.count()) as u64;
+        self.health.assigned.store(count, Ordering::Relaxed);
+        self.assigned.set(count as i64);
+        if err == RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS {
+            self.health.joined.store(true, Ordering::Relaxed);
         }
     }
 
     fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
         if let Err(error) = result {
             // No offsets to commit is not a failure worth reporting.
-            if !matches!(error, rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset))
-            {
+            if !matches!(error, rdkafka::error::KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) {
                 self.errors.inc();
-                tracing::warn!(%error, "offset commit failed");
+                if let Some(suppressed) = self.commit_log.check() {
+                    tracing::warn!(%error, suppressed, "offset commit failed");
+                }
             }
         }
     }
@@ -101,6 +135,7 @@ pub struct Ingest {
     consumer: BaseConsumer<IngestContext>,
     engine: Arc<Engine>,
     poll_errors: IntCounter,
+    liveness: Arc<Liveness>,
 }
 
 impl std::fmt::Debug for Ingest {
@@ -130,7 +165,20 @@ impl Ingest {
         registry.register(Box::new(errors.clone()))?;
         registry.register(Box::new(rebalances.clone()))?;
         registry.register(Box::new(poll_errors.clone()))?;
-        let context = IngestContext { health, assigned, errors, rebalances };
+        let liveness = Arc::new(Liveness::new(&config.topics));
+        LivenessCollector::register(Arc::clone(&liveness), registry)?;
+        let rebuilds = Rebuilds::new(engine.rebuild_horizon_ms(), Arc::clone(&health), registry)?;
+        let context = IngestContext {
+            engine: Arc::clone(&engine),
+            health,
+            liveness: Arc::clone(&liveness),
+            rebuilds,
+            error_log: RateLimited::new(Duration::from_secs(10)),
+            commit_log: RateLimited::new(Duration::from_secs(10)),
+            assigned,
+            errors,
+            rebalances,
+        };
 
         let mut client = ClientConfig::new();
         client
@@ -141,6 +189,12 @@ impl Ingest {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("client.id", "salespulse")
+            // Partition p of every topic must go to one replica (a partition group shares one
+            // manager map): the range assignor does that when the topics have equal partition
+            // counts.
+            .set("partition.assignment.strategy", "range")
+            // The statistics tell whether a broker connection is up (`salespulse_kafka_up`).
+            .set("statistics.interval.ms", "1000")
             .set_log_level(RDKafkaLogLevel::Warning);
         for (key, value) in &config.properties {
             client.set(key, value);
@@ -149,14 +203,22 @@ impl Ingest {
             client.create_with_context(context).map_err(kafka_error("creating the consumer"))?;
         let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics).map_err(kafka_error("subscribing"))?;
-        Ok(Ingest { consumer, engine, poll_errors })
+        Ok(Ingest { consumer, engine, poll_errors, liveness })
     }
 
     /// Consumes until `stop` is set, then commits what was applied. Blocking: run it on its own
     /// thread. Returns after the final commit; closing the consumer is left to drop.
     pub fn run(&self, stop: &AtomicBool) {
         let mut last_error_log: Option<Instant> = None;
+        let mut last_position_check = Instant::now();
+        let rebuilds = &self.consumer.context().rebuilds;
         while !stop.load(Ordering::Relaxed) {
+            if rebuilds.active() && last_position_check.elapsed() >= POSITION_CHECK_EVERY {
+                last_position_check = Instant::now();
+                if let Ok(positions) = self.consumer.position() {
+                    rebuilds.check_positions(&positions);
+                }
+            }
             let Some(result) = self.consumer.poll(Duration::from_millis(100)) else {
                 continue;
             };
@@ -181,7 +243,14 @@ impl Ingest {
                 content_type,
                 payload: message.payload(),
             };
+            self.liveness.record(record.topic);
+            let replay = rebuilds.record(record.topic, record.partition, record.offset);
             self.engine.ingest(&record);
+            if replay == Replay::Replayed {
+                // Applied before (that is why it is below the committed offset): storing it
+                // would move the committed offset back.
+                continue;
+            }
             if let Err(error) = self.consumer.store_offset_from_message(&message) {
                 // The partition was revoked meanwhile: its new owner re-reads from the last commit.
                 tracing::debug!(%error, "could not store offset");
@@ -193,7 +262,7 @@ impl Ingest {
     fn commit_final(&self) {
         match self.consumer.commit_consumer_state(CommitMode::Sync) {
             Ok(()) => tracing::info!("final offsets committed"),
-            Err(rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
+            Err(rdkafka::error::KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
             Err(error) => tracing::warn!(%error, "final commit failed; the next start re-reads from the last commit"),
         }
     }

@@ -14,11 +14,14 @@ mod admin;
 mod consumer;
 mod mock;
 mod producer;
+mod rebuild;
+mod status;
 
 pub use admin::create_topics;
-pub use consumer::{Health, Ingest, IngestConfig};
+pub use consumer::{Ingest, IngestConfig};
 pub use mock::MockKafka;
 pub use producer::EventProducer;
+pub use status::Health;
 
 /// A Kafka client could not be created or used.
 #[derive(Debug, thiserror::Error)]

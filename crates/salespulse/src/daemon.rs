@@ -107,7 +107,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         tokio::net::TcpListener::bind(settings.listen).await.with_context(|| format!("binding {}", settings.listen))?;
     let address = listener.local_addr()?;
     let ready = Arc::clone(&health);
-    let exporter = Arc::new(Exporter::new(Arc::clone(&engine), registry, Arc::new(move || ready.joined()))?);
+    let exporter = Arc::new(Exporter::new(Arc::clone(&engine), registry, Arc::new(move || ready.ready()))?);
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(salespulse_exporter::serve(listener, exporter, async {
         let _ = http_stopped.await;
