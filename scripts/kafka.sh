@@ -5,6 +5,7 @@
 #   scripts/kafka.sh install               fetch the jars once into the cache (quiet, idempotent)
 #   scripts/kafka.sh start                 start a fresh broker; last stdout line is host:port
 #   scripts/kafka.sh stop                  stop it (SIGTERM, then SIGKILL after 20 s); safe if none
+#   scripts/kafka.sh restart               start a stopped broker again, keeping data and ports
 #   scripts/kafka.sh status                "running <bootstrap> (pid N)" or "stopped"
 #   scripts/kafka.sh bootstrap             print host:port if running, else exit 1
 #   scripts/kafka.sh perf-consume TOPIC N  run ConsumerPerformance for N records of TOPIC
@@ -19,6 +20,7 @@
 #
 # Every `start` of a stopped broker wipes <state>/data and formats it again with a new
 # cluster id, on two freshly picked free ports on 127.0.0.1: each run gets an empty broker.
+# `restart` is the exception: it brings a stopped broker back as it was (outage tests).
 # Logs: <state>/logs/server.log (broker), <state>/logs/kafka.out (JVM stdout/stderr),
 # <state>/logs/tools.log (CLI tools run through this script).
 #
@@ -260,6 +262,43 @@ EOF
 
 # ---------------------------------------------------------------------------- commands
 
+launch_broker() { # broker_port : start the JVM on the state dir as it is, wait until it answers
+    # The JVM gets its own session (setsid) and none of our fds: with stdout still on a
+    # pipe, `$(kafka.sh start)` would never return. fds 8/9 (the locks) are closed too.
+    local launcher=()
+    command -v setsid >/dev/null 2>&1 && launcher=(setsid)
+    # shellcheck disable=SC2086 # HEAP_OPTS is a list of JVM flags
+    "${launcher[@]}" bash -c 'echo $$ >"$1"; shift; exec "$@"' kafka-launch "$PID_FILE" \
+        "$JAVA" $HEAP_OPTS -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExitOnOutOfMemoryError \
+        -Djava.awt.headless=true \
+        -Dlog4j2.configurationFile="$LOG4J_CONF" -Dkafka.logs.dir="$LOG_DIR" \
+        -cp "$LIBS/*" kafka.Kafka "$PROPS" \
+        </dev/null >"$LOG_DIR/kafka.out" 2>&1 8>&- 9>&- &
+
+    local deadline=$((SECONDS + START_TIMEOUT)) i pid="" bport=$1
+    for ((i = 0; i < 50; i++)); do # the pid file appears within milliseconds
+        [ -s "$PID_FILE" ] && pid=$(cat "$PID_FILE") && [ -n "$pid" ] && break
+        sleep 0.1
+    done
+    [ -n "$pid" ] || die "broker did not start (no pid written to $PID_FILE)"
+
+    until broker_ready "$bport"; do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            tail_logs
+            rm -f "$PID_FILE"
+            die "broker exited during startup (logs in $LOG_DIR)"
+        fi
+        if ((SECONDS >= deadline)); then
+            tail_logs
+            kill_pid "$pid"
+            rm -f "$PID_FILE"
+            die "broker not ready on 127.0.0.1:$bport after ${START_TIMEOUT}s (logs in $LOG_DIR)"
+        fi
+        sleep 0.25
+    done
+}
+
+
 cmd_start() {
     lock_state
     local pid
@@ -290,43 +329,32 @@ cmd_start() {
         die "formatting $DATA_DIR failed"
     fi
 
-    # The JVM gets its own session (setsid) and none of our fds: with stdout still on a
-    # pipe, `$(kafka.sh start)` would never return. fds 8/9 (the locks) are closed too.
-    local launcher=()
-    command -v setsid >/dev/null 2>&1 && launcher=(setsid)
-    # shellcheck disable=SC2086 # HEAP_OPTS is a list of JVM flags
-    "${launcher[@]}" bash -c 'echo $$ >"$1"; shift; exec "$@"' kafka-launch "$PID_FILE" \
-        "$JAVA" $HEAP_OPTS -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExitOnOutOfMemoryError \
-        -Djava.awt.headless=true \
-        -Dlog4j2.configurationFile="$LOG4J_CONF" -Dkafka.logs.dir="$LOG_DIR" \
-        -cp "$LIBS/*" kafka.Kafka "$PROPS" \
-        </dev/null >"$LOG_DIR/kafka.out" 2>&1 8>&- 9>&- &
-
-    local deadline=$((SECONDS + START_TIMEOUT)) i
-    pid=""
-    for ((i = 0; i < 50; i++)); do # the pid file appears within milliseconds
-        [ -s "$PID_FILE" ] && pid=$(cat "$PID_FILE") && [ -n "$pid" ] && break
-        sleep 0.1
-    done
-    [ -n "$pid" ] || die "broker did not start (no pid written to $PID_FILE)"
-
-    until broker_ready "$bport"; do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            tail_logs
-            rm -f "$PID_FILE"
-            die "broker exited during startup (logs in $LOG_DIR)"
-        fi
-        if ((SECONDS >= deadline)); then
-            tail_logs
-            kill_pid "$pid"
-            rm -f "$PID_FILE"
-            die "broker not ready on 127.0.0.1:$bport after ${START_TIMEOUT}s (logs in $LOG_DIR)"
-        fi
-        sleep 0.25
-    done
-
+    launch_broker "$bport"
     echo "127.0.0.1:$bport" >"$BOOTSTRAP_FILE"
-    say "Kafka $KAFKA_VERSION running (pid $pid, state $STATE)"
+    say "Kafka $KAFKA_VERSION running (pid $(cat "$PID_FILE"), state $STATE)"
+    echo "127.0.0.1:$bport"
+}
+
+# Starts the broker of this state dir again with its data, ports and cluster id (after `stop`):
+# for tests of a broker outage. Fails if `start` never formatted the dir.
+cmd_restart() {
+    lock_state
+    local pid bport
+    if pid=$(running_pid); then
+        [ -s "$BOOTSTRAP_FILE" ] || die "broker running (pid $pid) but $BOOTSTRAP_FILE is missing"
+        cat "$BOOTSTRAP_FILE"
+        return 0
+    fi
+    [ -f "$PROPS" ] && [ -f "$DATA_DIR/meta.properties" ] || die "nothing to restart in $STATE (run start first)"
+    check_java
+    cmd_install
+    bport=$(sed -n 's|^listeners=PLAINTEXT://127\.0\.0\.1:\([0-9]*\),.*|\1|p' "$PROPS")
+    [ -n "$bport" ] || die "cannot read the broker port from $PROPS"
+    port_in_use "$bport" && die "port $bport is taken; cannot restart the broker on it"
+    rm -f "$PID_FILE" "$BOOTSTRAP_FILE"
+    launch_broker "$bport"
+    echo "127.0.0.1:$bport" >"$BOOTSTRAP_FILE"
+    say "Kafka $KAFKA_VERSION running again (pid $(cat "$PID_FILE"), state $STATE, data kept)"
     echo "127.0.0.1:$bport"
 }
 
@@ -381,6 +409,7 @@ usage() {
 case "${1:-}" in
 install) cmd_install ;;
 start) cmd_start ;;
+restart) cmd_restart ;;
 stop) cmd_stop ;;
 status) cmd_status ;;
 bootstrap) cmd_bootstrap ;;

@@ -32,3 +32,6 @@ if [ -z "${KAFKA_BOOTSTRAP:-}" ]; then
 fi
 echo "Kafka at $KAFKA_BOOTSTRAP${started:+ (started for this run)}"
 $CARGO test -p salespulse --features broker-tests --test broker --test alerting --test browser
+echo "== scale-out, crashes and a broker outage (real daemons killed with SIGKILL, a broker of its own)"
+# One test at a time: each runs several daemons (and the outage test a second broker).
+$CARGO test -p salespulse --features broker-tests --test scaling -- --test-threads=1

@@ -173,31 +173,34 @@ fn calls_end_to_end_exact_values_then_clean_restart() {
     let status = daemon.terminate(Duration::from_secs(20));
     assert!(status.success(), "exit status {status}");
 
-    // Restart in the same group: the committed offsets mean nothing is read twice, so the fresh
-    // state holds only the one new event.
+    // Restart in the same group: the state is rebuilt by replaying the 8 committed records
+    // (they are within the largest window), without storing their offsets again; then the one
+    // new record is applied once. Every value is what it was, plus the new call.
     let mut daemon = Daemon::run(&config, listen);
     let readyz = daemon.url("/readyz");
-    wait_for("the restarted daemon to join", Duration::from_secs(60), || {
+    wait_for("the restarted daemon to join and rebuild", Duration::from_secs(60), || {
         get(&readyz, None).filter(|a| a.status == 200)
     });
     let next = proto_call("e2e-p3", "petrova", now_ms(), CallDirection::Outbound, CallStatus::NoAnswer, None, 0);
     producer.send(&topic, "petrova", &next, Some("application/x-protobuf")).unwrap();
     producer.flush(Duration::from_secs(30)).unwrap();
-    let body = daemon.scrape_until("the new record", Duration::from_secs(60), |body| {
-        (outcomes(body) >= 1.0).then(|| body.to_owned())
+    let rebuilt = daemon.scrape_until("the replay and the new record", Duration::from_secs(60), |body| {
+        (outcomes(body) >= 9.0).then(|| body.to_owned())
     });
-    assert_eq!(value(&body, &received), Some(1.0), "{body}");
+    assert_eq!(value(&rebuilt, &received), Some(9.0), "{rebuilt}");
+    assert_eq!(value(&rebuilt, "salespulse_rebuild_records_total"), Some(8.0), "{rebuilt}");
+    assert_eq!(value(&rebuilt, "salespulse_rebuild_partitions"), Some(0.0), "{rebuilt}");
+    assert_eq!(value(&rebuilt, r#"salespulse_events_duplicate_total{kind="offset"}"#), Some(0.0), "{rebuilt}");
     assert_eq!(
         value(
-            &body,
+            &rebuilt,
             r#"salespulse_calls_total{manager="petrova",team="south",direction="outbound",status="no_answer"}"#
         ),
         Some(1.0)
     );
-    assert_eq!(
-        value(&body, r#"salespulse_calls_total{manager="ivanov",team="north",direction="outbound",status="answered"}"#),
-        None
-    );
+    for (series, expected) in expect.iter().filter(|(series, _)| !series.starts_with("salespulse_events_")) {
+        assert_eq!(value(&rebuilt, series), Some(*expected), "{series}\n{rebuilt}");
+    }
     let status = daemon.terminate(Duration::from_secs(20));
     assert!(status.success(), "exit status {status}");
 }
