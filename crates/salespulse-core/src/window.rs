@@ -877,6 +877,46 @@ mod tests {
     }
 
     proptest! {
+        /// Each sparkline point is exactly the events of its bucket (a brute-force count by
+        /// bucket index), and the points sum to the window's read, at any later instant.
+        #[test]
+        fn series_matches_reference_per_bucket(
+            events in proptest::collection::vec((0i64..8_000_000, 1u32..5), 0..200),
+            read_after in 0i64..4_000_000,
+        ) {
+            let windows = Windows::parse(&["5m", "1h"]).unwrap();
+            let layout = Layout::all(&windows, 1);
+            let c = Counters::new(&layout);
+            let mut now = T0;
+            let mut applied = Vec::new();
+            for (off, delta) in &events {
+                now += 1_000;
+                let event = (now - off).min(now);
+                c.add(&layout, &windows, event, now, &[*delta]);
+                applied.push((event, *delta));
+            }
+            let read = now + read_after;
+            let plan = windows.plan(read);
+            for label in ["5m", "1h"] {
+                let spec = windows.index_of(label).unwrap();
+                let bucket_ms = windows.levels()[windows.specs()[spec].level].bucket_ms;
+                let (first, last) = plan.range(spec).unwrap();
+                let mut series = Vec::new();
+                c.series(&layout, &windows, &plan, spec, 0, &mut series);
+                prop_assert_eq!(series.len(), (last - first + 1) as usize);
+                for (i, point) in series.iter().enumerate() {
+                    let index = i64::from(first) + i as i64;
+                    let expected: u64 = applied
+                        .iter()
+                        .filter(|(at, _)| at.div_euclid(bucket_ms) == index)
+                        .map(|(_, delta)| u64::from(*delta))
+                        .sum();
+                    prop_assert_eq!(*point, expected, "{} bucket {}", label, index);
+                }
+                prop_assert_eq!(series.iter().sum::<u64>(), read_one(&windows, &layout, &c, label, read));
+            }
+        }
+
         /// Against a brute-force count: a sliding window never reports more than the events in
         /// `(now - L, now]` and never less than those in `(now - L + bucket, now]`.
         #[test]

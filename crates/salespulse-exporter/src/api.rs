@@ -243,3 +243,135 @@ fn internal(join: tokio::task::JoinError) -> Response {
     tracing::error!(error = %join, "reading the state for the API failed");
     error(StatusCode::INTERNAL_SERVER_ERROR, "reading the state failed")
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::sync::Arc;
+
+    use prometheus::Registry;
+    use salespulse_core::clock::ManualClock;
+    use salespulse_core::window::Windows;
+    use salespulse_engine::{Engine, EngineConfig, Outcome};
+    use salespulse_events::{Call, CallDirection, CallStatus, Event, EventBody};
+    use serde_json::Value;
+
+    use crate::{serve, Exporter};
+
+    const T0: i64 = 1_760_000_040_000;
+
+    fn call(engine: &Engine, offset: i64, manager: &str, team: &str, ago_ms: i64) {
+        let at = T0 - ago_ms;
+        let event = Event {
+            event_id: format!("e{offset}"),
+            occurred_at_ms: at,
+            manager_id: manager.into(),
+            team: Some(team.into()),
+            source: None,
+            body: EventBody::Call(Call {
+                call_id: format!("c{offset}"),
+                direction: CallDirection::Outbound,
+                status: CallStatus::Answered,
+                started_at_ms: at - 50_000,
+                answered_at_ms: None,
+                ended_at_ms: at,
+                talk_ms: 50_000,
+                client_id: None,
+                card_id: None,
+            }),
+        };
+        assert!(matches!(engine.ingest_event("calls", 0, offset, &event), Outcome::Applied(_)));
+    }
+
+    /// `(status, content type, body)` of `GET path`.
+    fn fetch(base: &str, path: &str) -> (u16, String, String) {
+        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        let mut response = agent.get(&format!("{base}{path}")).call().unwrap();
+        let content_type = response.headers().get("content-type").unwrap().to_str().unwrap().to_owned();
+        let mut body = String::new();
+        response.body_mut().as_reader().read_to_string(&mut body).unwrap();
+        (response.status().as_u16(), content_type, body)
+    }
+
+    #[test]
+    fn routes_answer_with_the_documented_shapes_and_errors() {
+        let clock = Arc::new(ManualClock::new(T0));
+        let registry = Registry::new();
+        let config = EngineConfig::new(Windows::parse(&["5m", "1h"]).unwrap());
+        let engine = Arc::new(Engine::new(config, clock.clone(), &registry).unwrap());
+        call(&engine, 0, "ann", "north", 60_000);
+        call(&engine, 1, "ann", "north", 30 * 60_000);
+        call(&engine, 2, "bob", "south", 60_000);
+        let exporter = Arc::new(Exporter::new(Arc::clone(&engine), registry, Arc::new(|| true)).unwrap());
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = runtime.spawn(serve(listener, exporter, async {
+            let _ = stopped.await;
+        }));
+
+        let (status, content_type, body) = fetch(&base, "/api/v1/managers");
+        assert_eq!((status, content_type.as_str()), (200, "application/json"));
+        let hour: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(hour["window"], "1h");
+        assert_eq!(hour["managers"][0]["manager"], "ann");
+        assert_eq!(hour["managers"][0]["calls"], 2);
+        assert_eq!(hour["managers"][0]["messages"], Value::Null);
+        let (_, _, body) = fetch(&base, "/api/v1/managers?window=5m&team=south");
+        let five: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(five["managers"].as_array().unwrap().len(), 1);
+        assert_eq!(
+            (five["managers"][0]["manager"].as_str(), five["managers"][0]["calls"].as_u64()),
+            (Some("bob"), Some(1))
+        );
+        let (status, _, body) = fetch(&base, "/api/v1/managers/ann?window=5m");
+        let one: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!((status, one["manager"]["calls"].as_u64()), (200, Some(1)));
+        // Errors: JSON bodies, and input is not echoed unless it looks like a window label.
+        for (path, expected_status, message) in [
+            ("/api/v1/managers?window=2d", 400, "unknown window `2d`"),
+            ("/api/v1/managers?window=%3Cscript%3E", 400, "unknown window `?`"),
+            ("/api/v1/managers?limit=3", 400, "unknown or malformed query parameter"),
+            ("/api/v1/managers/nobody", 404, "no such manager is held"),
+            ("/api/v1/managers/ann?window=today", 400, "unknown window `today`"),
+        ] {
+            let (status, content_type, body) = fetch(&base, path);
+            assert_eq!((status, content_type.as_str()), (expected_status, "application/json"), "{path}");
+            assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["error"], message, "{path}");
+        }
+        let (_, _, body) = fetch(&base, "/api/v1/thresholds");
+        let thresholds: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(thresholds["thresholds"]["tasks_overdue"], 5.0);
+        let (_, _, body) = fetch(&base, "/api/v1/ingest");
+        let ingest: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(ingest["streams"][0]["applied"], 3);
+
+        // The page and its assets come from the binary.
+        for (path, content_type) in [
+            ("/", "text/html; charset=utf-8"),
+            ("/assets/app.js", "text/javascript; charset=utf-8"),
+            ("/assets/app.css", "text/css; charset=utf-8"),
+        ] {
+            let (status, got, body) = fetch(&base, path);
+            assert_eq!((status, got.as_str()), (200, content_type), "{path}");
+            assert!(!body.is_empty());
+        }
+        let _ = stop.send(());
+        runtime.block_on(server).unwrap().unwrap();
+    }
+
+    #[test]
+    fn the_page_loads_nothing_from_outside() {
+        for (name, text) in [("index.html", super::INDEX_HTML), ("app.js", super::APP_JS), ("app.css", super::APP_CSS)]
+        {
+            // The only absolute URL is the SVG namespace, which is a name, not a request.
+            let outside = text.matches("://").count() - text.matches("http://www.w3.org/2000/svg").count();
+            assert_eq!(outside, 0, "{name} refers to an outside URL");
+            assert!(!text.contains("src=\"//") && !text.contains("href=\"//"), "{name}");
+        }
+        for asset in ["assets/app.js", "assets/app.css"] {
+            assert!(super::INDEX_HTML.contains(asset), "{asset} is referenced");
+        }
+    }
+}
