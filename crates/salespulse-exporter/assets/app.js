@@ -58,10 +58,17 @@
     return "";
   }
 
+  // What the alert rules compare with the anomaly threshold: the response-time score only when
+  // above the baseline (SalespulseResponseTimeAboveBaseline), the others either way
+  // (SalespulseAnomalyScoreHigh on abs()).
+  function alertScore(anomaly) {
+    return anomaly.signal === "response_time_p90" ? anomaly.score : Math.abs(anomaly.score);
+  }
+
   function topAnomaly(row) {
     let top = null;
     for (const a of row.anomalies) {
-      if (top === null || Math.abs(a.score) > Math.abs(top.score)) top = a;
+      if (top === null || alertScore(a) > alertScore(top)) top = a;
     }
     return top;
   }
@@ -69,7 +76,7 @@
   function sortValue(row, key) {
     if (key === "anomaly") {
       const top = topAnomaly(row);
-      return top === null ? null : Math.abs(top.score);
+      return top === null ? null : alertScore(top);
     }
     if (key === "sparkline_total") {
       return row.calls_sparkline ? row.calls_sparkline.reduce((a, b) => a + b, 0) : null;
@@ -174,7 +181,7 @@
         ["plan_completion", m.plan_completion === null ? "–" : number(100 * m.plan_completion, 0) + " %", ""],
       ];
       for (const [key, text, className] of values) {
-        const td = cell(tr, text, (m[key] === null ? "none " : "") + className);
+        const td = cell(tr, text, m[key] === null ? "none" : className);
         td.dataset.col = key;
         if (m[key] !== null) td.dataset.value = String(m[key]);
       }
@@ -184,7 +191,7 @@
       if (top !== null) flags.push(top.signal + " " + (top.score >= 0 ? "+" : "") + top.score.toFixed(1));
       const anomaly = cell(tr, flags.length ? flags.join(", ") : "–");
       anomaly.dataset.col = "anomaly";
-      anomaly.className = m.silent ? "bad" : top === null ? "none" : level(Math.abs(top.score), "anomaly_score", false);
+      anomaly.className = m.silent ? "bad" : top === null ? "none" : level(alertScore(top), "anomaly_score", false);
       const spark = cell(tr, "", "spark");
       spark.dataset.col = "calls_sparkline";
       if (m.calls_sparkline) {
