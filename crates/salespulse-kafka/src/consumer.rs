@@ -247,8 +247,9 @@ impl Ingest {
             let replay = rebuilds.record(record.topic, record.partition, record.offset);
             self.engine.ingest(&record);
             if replay == Replay::Replayed {
-                // Applied before (that is why it is below the committed offset): storing it
-                // would move the committed offset back.
+                // Handled before (that is why it is below the committed offset), side effects
+                // such as a dead-letter copy included: only the state is rebuilt. Storing its
+                // offset would move the committed offset back.
                 continue;
             }
             if let Err(error) = self.consumer.store_offset_from_message(&message) {
