@@ -8,7 +8,7 @@
 #   scripts/kafka.sh restart               start a stopped broker again, keeping data and ports
 #   scripts/kafka.sh status                "running <bootstrap> (pid N)" or "stopped"
 #   scripts/kafka.sh bootstrap             print host:port if running, else exit 1
-#   scripts/kafka.sh perf-consume TOPIC N  run ConsumerPerformance for N records of TOPIC
+#   scripts/kafka.sh perf-consume TOPIC N  run ConsumerPerformance for N records of TOPIC (KAFKA_BOOTSTRAP wins)
 #   scripts/kafka.sh run CLASS [ARGS...]   run any Kafka CLI class on the broker's classpath
 #
 # Environment:
@@ -387,7 +387,7 @@ cmd_perf_consume() {
     [ $# -eq 2 ] || die "usage: kafka.sh perf-consume TOPIC NUM_RECORDS"
     [[ "$2" =~ ^[0-9]+$ ]] || die "NUM_RECORDS must be a number, got '$2'"
     local bootstrap
-    bootstrap=$(cmd_bootstrap)
+    bootstrap=${KAFKA_BOOTSTRAP:-$(cmd_bootstrap)}
     installed || die "Kafka jars not installed; run: kafka.sh install"
     TOOL_JIT_OPTS=()
     tool_java org.apache.kafka.tools.ConsumerPerformance --bootstrap-server "$bootstrap" \

@@ -17,6 +17,8 @@ if [ "$only" = all ]; then
     scripts/check-rules.sh
     echo "== hermetic tests"
     $CARGO test --workspace
+    echo "== benchmarks in quick mode (built and run once each, nothing timed; make bench-micro times them)"
+    $CARGO test --workspace --benches
     echo "== deployment files (amtool, promtool, docker-compose config, manifests, systemd)"
     scripts/check-deploy.sh
 fi

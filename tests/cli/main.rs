@@ -117,6 +117,12 @@ fn demo_shows_moving_numbers_on_the_in_process_kafka() {
         (moving && ivanov && scored).then(|| body.to_owned())
     });
     assert!(body.contains(r#"salespulse_anomaly_team_median{team="north""#), "{body}");
+    // The cheap self scrape: the daemon's counters without any per-manager family.
+    let own = get(&daemon.url("/metrics?scope=self"), None).expect("self scrape");
+    assert_eq!(own.status, 200);
+    assert!(value(&own.body, r#"salespulse_events_applied_total{stream="call"}"#).is_some_and(|n| n >= 10.0));
+    assert!(!own.body.contains("manager=\""), "{}", own.body);
+    assert_eq!(get(&daemon.url("/metrics?scope=managers"), None).expect("answer").status, 400);
     let status = daemon.terminate(Duration::from_secs(20));
     assert!(status.success(), "exit status {status}");
 }

@@ -6,6 +6,7 @@
 mod config;
 mod daemon;
 mod demo;
+mod loadgen;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -45,6 +46,33 @@ enum Command {
         #[arg(long, default_value_t = 4.0)]
         events_per_second: f64,
     },
+    /// Fill a topic with a realistic event mix for the end-to-end benchmark (`make bench`).
+    Loadgen {
+        /// Kafka bootstrap servers.
+        #[arg(long)]
+        bootstrap: String,
+        /// Topic to fill; created if missing.
+        #[arg(long)]
+        topic: String,
+        /// Partitions of a newly created topic.
+        #[arg(long, default_value_t = 8)]
+        partitions: i32,
+        /// Events to produce.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        /// Managers in the simulated team (activity follows a Zipf law).
+        #[arg(long, default_value_t = 10_000)]
+        managers: usize,
+        /// `json` or `protobuf`.
+        #[arg(long, default_value = "protobuf", value_parser = parse_encoding)]
+        encoding: salespulse_events::Encoding,
+        /// Event times are spread over this span before now, e.g. `1h`.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        span: std::time::Duration,
+        /// Generator seed: the same seed gives the same events.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -56,6 +84,18 @@ fn main() -> ExitCode {
         }),
         Command::CheckConfig { config } => check_config(&config),
         Command::Demo { listen, managers, events_per_second } => demo::run(listen, managers, events_per_second),
+        Command::Loadgen { bootstrap, topic, partitions, events, managers, encoding, span, seed } => {
+            loadgen::run(&loadgen::LoadgenOptions {
+                bootstrap,
+                topic,
+                partitions,
+                events,
+                managers,
+                encoding,
+                span,
+                seed,
+            })
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -63,6 +103,14 @@ fn main() -> ExitCode {
             eprintln!("salespulse: {error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn parse_encoding(value: &str) -> Result<salespulse_events::Encoding, String> {
+    match value {
+        "json" => Ok(salespulse_events::Encoding::Json),
+        "protobuf" | "proto" => Ok(salespulse_events::Encoding::Protobuf),
+        other => Err(format!("unknown encoding {other:?}: json or protobuf")),
     }
 }
 
