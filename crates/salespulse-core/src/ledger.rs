@@ -116,8 +116,8 @@ pub fn fingerprint(event_id: &str) -> u64 {
 struct Fingerprints {
     horizon_ms: i64,
     generation_start_ms: Option<i64>,
-    current: HashSet<u64, BuildHasherDefault<IdentityHasher>>,
-    previous: HashSet<u64, BuildHasherDefault<IdentityHasher>>,
+    current: HashSet<u64, FingerprintHasher>,
+    previous: HashSet<u64, FingerprintHasher>,
 }
 
 impl Fingerprints {
@@ -147,9 +147,13 @@ impl Fingerprints {
     }
 }
 
-/// The fingerprints are hashes already; hashing them again is wasted work.
-#[derive(Default)]
-struct IdentityHasher(u64);
+/// A `Hasher` for keys that are [`fingerprint`]s already: hashing them again is wasted work, so
+/// a `u64` key is its own hash. Only for such keys: other input gets a weak hash.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IdentityHasher(u64);
+
+/// The `BuildHasher` of maps and sets keyed by fingerprints.
+pub type FingerprintHasher = BuildHasherDefault<IdentityHasher>;
 
 impl Hasher for IdentityHasher {
     fn finish(&self) -> u64 {
@@ -158,7 +162,7 @@ impl Hasher for IdentityHasher {
 
     fn write(&mut self, bytes: &[u8]) {
         for byte in bytes {
-            self.0 = (self.0 << 8) | u64::from(*byte);
+            self.0 = self.0.rotate_left(8) ^ u64::from(*byte);
         }
     }
 

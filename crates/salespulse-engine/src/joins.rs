@@ -20,7 +20,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use salespulse_core::ledger::fingerprint;
+use salespulse_core::ledger::{fingerprint, FingerprintHasher};
 use salespulse_events::{CardChange, CardChangeKind};
 
 /// Bounds and timing of the join state.
@@ -82,13 +82,13 @@ pub struct JoinState {
 /// what was least recently touched, give or take a generation.
 #[derive(Debug)]
 struct Generations<V> {
-    current: HashMap<u64, V>,
-    previous: HashMap<u64, V>,
+    current: HashMap<u64, V, FingerprintHasher>,
+    previous: HashMap<u64, V, FingerprintHasher>,
 }
 
 impl<V> Default for Generations<V> {
     fn default() -> Self {
-        Generations { current: HashMap::new(), previous: HashMap::new() }
+        Generations { current: HashMap::default(), previous: HashMap::default() }
     }
 }
 
@@ -103,9 +103,13 @@ impl<V: Default> Generations<V> {
         let mut dropped = 0;
         if !self.current.contains_key(&key) {
             let value = self.previous.remove(&key).unwrap_or_default();
-            if self.current.len() >= (bound / 2).max(1) {
+            let half = (bound / 2).max(1);
+            if self.current.len() >= half {
                 dropped = self.previous.len() as u64;
-                self.previous = std::mem::take(&mut self.current);
+                // The dropped generation's table is reused, so a busy manager's join state stops
+                // allocating once both generations have grown to the bound.
+                std::mem::swap(&mut self.previous, &mut self.current);
+                self.current.clear();
             }
             self.current.insert(key, value);
         }

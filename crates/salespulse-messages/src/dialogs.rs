@@ -32,8 +32,8 @@
 //!   outbounds arrived after it) is ignored: neither a response nor waiting.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 
+use salespulse_core::ledger::FingerprintHasher;
 use salespulse_events::MessageDirection;
 
 /// Outbound times remembered per dialog for replies that arrive before their question.
@@ -224,7 +224,7 @@ impl Dialog {
 /// The dialogs of one manager, as seen through one partition.
 #[derive(Debug)]
 pub(crate) struct Dialogs {
-    map: HashMap<u64, Dialog, BuildHasherDefault<KeyHasher>>,
+    map: HashMap<u64, Dialog, FingerprintHasher>,
     /// Newest event time applied.
     latest_ms: i64,
     next_sweep_ms: i64,
@@ -392,26 +392,6 @@ impl Dialogs {
         let buckets =
             if capacity < 8 { (capacity + 1).next_power_of_two() } else { (capacity * 8 / 7).next_power_of_two() };
         buckets * (std::mem::size_of::<(u64, Dialog)>() + 1) + 16
-    }
-}
-
-/// Keys are already hashes: use them as they are.
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct KeyHasher(u64);
-
-impl Hasher for KeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-
-    fn write_u64(&mut self, value: u64) {
-        self.0 = value;
     }
 }
 
