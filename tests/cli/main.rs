@@ -126,3 +126,60 @@ fn demo_shows_moving_numbers_on_the_in_process_kafka() {
     let status = daemon.terminate(Duration::from_secs(20));
     assert!(status.success(), "exit status {status}");
 }
+
+#[test]
+fn sources_test_prints_events_and_precise_errors() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let fixtures = format!("{root}/tests/fixtures/sources");
+    let output = salespulse(&[
+        "sources",
+        "test",
+        &format!("{root}/sources/wazzup.toml"),
+        &format!("{fixtures}/wazzup-test.json"),
+        &format!("{fixtures}/wazzup-messages.json"),
+        "--directory",
+        &format!("{fixtures}/managers.csv"),
+    ]);
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("wazzup-test.json: 0 event(s), 0 error(s)"), "{stdout}");
+    assert!(stdout.contains("wazzup-messages.json: 3 event(s), 0 error(s)"), "{stdout}");
+    assert!(stdout.contains(r#""manager_id":"m-ivanov""#), "{stdout}");
+    assert!(stdout.contains(r#""manager_id":"unattributed""#), "{stdout}");
+
+    // A payload the mapping cannot read: the error names the rule, field, expression and value.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.json");
+    std::fs::write(
+        &bad,
+        r#"{"messages":[{"messageId":"m1","chatId":"c","dateTime":"yesterday","chatType":"whatsapp"}]}"#,
+    )
+    .unwrap();
+    let output = salespulse(&["sources", "test", &format!("{root}/sources/wazzup.toml"), bad.to_str().unwrap()]);
+    assert!(!output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("rule `message`, field `occurred_at` = `time(@.dateTime, 'rfc3339')`"), "{stdout}");
+    assert!(stdout.contains(r#"(value: Str("yesterday"))"#), "{stdout}");
+}
+
+#[test]
+fn sources_check_compiles_the_configured_mappings() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let dir = tempfile::tempdir().unwrap();
+    let listen: SocketAddr = "127.0.0.1:9898".parse().unwrap();
+    let topics = "topics = [\"calls\", { name = \"raw-twilio\", mapping = \"twilio\" }]";
+    let config = write_config(dir.path(), "127.0.0.1:9092", "g", topics, listen);
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!("\n[sources]\ndir = \"{root}/sources\"\ndirectory = \"{root}/sources/managers.csv\"\n"));
+    std::fs::write(&config, &text).unwrap();
+    let output = salespulse(&["sources", "check", "--config", config.to_str().unwrap()]);
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("twilio: form decoder, rules [\"call_end\"]"), "{stdout}");
+    assert!(stdout.contains("topic \"raw-twilio\" -> twilio"), "{stdout}");
+
+    std::fs::write(&config, text.replace("mapping = \"twilio\"", "mapping = \"twillio\"")).unwrap();
+    let output = salespulse(&["sources", "check", "--config", config.to_str().unwrap()]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("twillio"), "{output:?}");
+}

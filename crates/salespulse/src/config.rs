@@ -49,6 +49,21 @@ pub struct FileConfig {
     /// Logging.
     #[serde(default)]
     pub log: LogSection,
+    /// Declarative source mappings for topics of foreign payloads (docs/sources/README.md).
+    #[serde(default)]
+    pub sources: Option<SourcesSection>,
+}
+
+/// `[sources]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourcesSection {
+    /// The directory of mapping files (`*.toml`), compiled at start-up.
+    pub dir: std::path::PathBuf,
+    /// The manager directory (CSV `source,key,manager_id[,team]`); without it every event of a
+    /// mapped source is attributed to `unattributed`.
+    #[serde(default)]
+    pub directory: Option<std::path::PathBuf>,
 }
 
 /// `[kafka]`
@@ -89,6 +104,10 @@ pub struct TopicTable {
     /// `call`, `message`, `card_change`, or `mixed` (default: each record's `kind` field decides).
     #[serde(default)]
     pub kind: KindSetting,
+    /// The source mapping (by its `source` name, from `[sources] dir`) that decodes this topic's
+    /// raw foreign payloads; `encoding` and `kind` do not apply then.
+    #[serde(default)]
+    pub mapping: Option<String>,
 }
 
 /// The encoding of records without a `content-type` header.
@@ -458,6 +477,19 @@ pub struct Settings {
     pub log: LogSection,
     /// Where anomaly baselines are persisted, if anywhere.
     pub baseline_snapshot: Option<std::path::PathBuf>,
+    /// Source mappings, when `[sources]` is configured.
+    pub sources: Option<SourcesSettings>,
+}
+
+/// Where the source mappings are and which topics use them.
+#[derive(Debug, Clone)]
+pub struct SourcesSettings {
+    /// The directory of mapping files.
+    pub dir: std::path::PathBuf,
+    /// The manager directory file.
+    pub directory: Option<std::path::PathBuf>,
+    /// (topic, mapping name) for every mapped topic.
+    pub topics: Vec<(String, String)>,
 }
 
 fn default_group_id() -> String {
@@ -548,7 +580,11 @@ impl FileConfig {
             bail!("[kafka] topics: at least one topic is needed");
         }
         let mut names = Vec::new();
+        let mut mapped = Vec::new();
         for entry in &self.kafka.topics {
+            if let TopicEntry::Table(TopicTable { name, mapping: Some(mapping), .. }) = entry {
+                mapped.push((name.trim().to_owned(), mapping.trim().to_owned()));
+            }
             let topic = match entry {
                 TopicEntry::Name(name) => TopicConfig { name: name.trim().to_owned(), encoding: None, kind: None },
                 TopicEntry::Table(table) => TopicConfig {
@@ -582,7 +618,14 @@ impl FileConfig {
             properties: self.kafka.properties.clone(),
         };
         let baseline_snapshot = self.anomalies.snapshot_path.clone();
-        Ok(Settings { engine, ingest, listen: self.http.listen, log: self.log.clone(), baseline_snapshot })
+        let sources = match (&self.sources, mapped.is_empty()) {
+            (Some(section), _) => {
+                Some(SourcesSettings { dir: section.dir.clone(), directory: section.directory.clone(), topics: mapped })
+            }
+            (None, true) => None,
+            (None, false) => bail!("[kafka] topics: a topic names a mapping but there is no [sources] section"),
+        };
+        Ok(Settings { engine, ingest, listen: self.http.listen, log: self.log.clone(), baseline_snapshot, sources })
     }
 }
 

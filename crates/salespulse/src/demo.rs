@@ -79,6 +79,7 @@ pub fn run(listen: SocketAddr, managers: usize, events_per_second: f64) -> anyho
         listen,
         log,
         baseline_snapshot: None,
+        sources: None,
     };
 
     let stop = Arc::new(AtomicBool::new(false));

@@ -7,6 +7,7 @@ mod config;
 mod daemon;
 mod demo;
 mod loadgen;
+mod sources;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -73,6 +74,32 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Develop and validate declarative source mappings (docs/sources/README.md).
+    Sources {
+        #[command(subcommand)]
+        command: SourcesCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SourcesCommand {
+    /// Print the canonical events that payload files produce with a mapping (or the precise errors).
+    Test {
+        /// The mapping file.
+        mapping: PathBuf,
+        /// Payload files, mapped in order (remembered values carry over from one to the next).
+        #[arg(required = true)]
+        payloads: Vec<PathBuf>,
+        /// The manager directory (CSV `source,key,manager_id[,team]`).
+        #[arg(long)]
+        directory: Option<PathBuf>,
+    },
+    /// Compile every mapping the configuration's [sources] names; exit 1 if any is invalid.
+    Check {
+        /// The TOML configuration file.
+        #[arg(long, short, default_value = "salespulse.toml")]
+        config: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -96,6 +123,10 @@ fn main() -> ExitCode {
                 seed,
             })
         }
+        Command::Sources { command: SourcesCommand::Test { mapping, payloads, directory } } => {
+            sources::test(&mapping, directory.as_deref(), &payloads)
+        }
+        Command::Sources { command: SourcesCommand::Check { config } } => sources::check(&config),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,274 @@
+//! Golden tests of the shipped mappings (`sources/*.toml`) on the sample payloads in
+//! `tests/fixtures/sources/`, plus the language's behaviour on awkward cases.
+
+use super::*;
+
+const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+
+fn directory() -> Arc<Directory> {
+    let text = std::fs::read_to_string(format!("{ROOT}/tests/fixtures/sources/managers.csv")).unwrap();
+    Arc::new(Directory::parse(&text).unwrap())
+}
+
+fn shipped(name: &str) -> Source {
+    Source::load(Path::new(&format!("{ROOT}/sources/{name}.toml")), directory()).unwrap()
+}
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(format!("{ROOT}/tests/fixtures/sources/{name}")).unwrap()
+}
+
+/// Maps the payloads in order with one source and compares the canonical JSON of every event
+/// (one line each, `#` lines name the payload) with `<golden>.golden.jsonl`.
+fn golden(source: &str, payloads: &[&str], golden: &str) {
+    let source = shipped(source);
+    let mut out = String::new();
+    for payload in payloads {
+        let mapped = source.map(&fixture(payload));
+        assert!(mapped.errors.is_empty(), "{payload}: {:?}", mapped.errors);
+        out.push_str(&format!("# {payload}\n"));
+        for event in &mapped.events {
+            out.push_str(std::str::from_utf8(&salespulse_events::encode_json(event)).unwrap());
+            out.push('\n');
+        }
+    }
+    let path = format!("{ROOT}/tests/fixtures/sources/{golden}.golden.jsonl");
+    if std::env::var_os("SALESPULSE_BLESS").is_some() {
+        std::fs::write(&path, &out).unwrap();
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_default();
+    assert_eq!(out, expected, "{golden}: run with SALESPULSE_BLESS=1 to rewrite, then review the diff");
+}
+
+#[test]
+fn twilio_terminal_statuses_only() {
+    golden("twilio", &["twilio-status-ringing.form", "twilio-status-completed.form"], "twilio");
+}
+
+#[test]
+fn asterisk_cdr_answered_and_unanswered_in_local_time() {
+    golden("asterisk", &["asterisk-cdr.ami"], "asterisk");
+}
+
+#[test]
+fn bitrix24_call_end_and_missed() {
+    golden("bitrix24", &["bitrix24-voximplant-call-end.form", "bitrix24-missed.form"], "bitrix24");
+}
+
+#[test]
+fn wazzup_batch_with_statuses_and_ping() {
+    golden("wazzup", &["wazzup-test.json", "wazzup-messages.json"], "wazzup");
+}
+
+#[test]
+fn amocrm_status_notes_and_task_history() {
+    golden(
+        "amocrm",
+        &[
+            "amocrm-lead-status.form",
+            "amocrm-note.form",
+            "amocrm-task-update.form",
+            "amocrm-task-moved.form",
+            "amocrm-task-touched.form",
+            "amocrm-task-done.form",
+        ],
+        "amocrm",
+    );
+}
+
+#[test]
+fn every_shipped_mapping_compiles_and_the_directory_parses() {
+    let sources =
+        Sources::load(Path::new(&format!("{ROOT}/sources")), Some(Path::new(&format!("{ROOT}/sources/managers.csv"))))
+            .unwrap();
+    let names: Vec<&str> = sources.iter().map(|s| s.name()).collect();
+    assert_eq!(names, ["amocrm", "asterisk", "bitrix24", "twilio", "wazzup"]);
+    let registry = prometheus::Registry::new();
+    sources.register_metrics(&registry).unwrap();
+    let twilio = sources.get("twilio").unwrap();
+    assert_eq!(twilio.map(&fixture("twilio-status-completed.form")).events.len(), 1);
+    assert_eq!(twilio.map(b"CallStatus=completed").errors.len(), 1);
+    let families = registry.gather();
+    let value = |name: &str, rule: &str| {
+        families
+            .iter()
+            .find(|f| f.name() == name)
+            .and_then(|f| {
+                f.get_metric().iter().find(|m| {
+                    m.get_label().iter().any(|l| l.value() == "twilio")
+                        && m.get_label().iter().any(|l| l.value() == rule)
+                })
+            })
+            .map(|m| m.get_counter().get_value())
+    };
+    assert_eq!(value("salespulse_source_events_total", "call_end"), Some(1.0));
+    assert_eq!(value("salespulse_source_errors_total", "call_end"), Some(1.0));
+    assert_eq!(value("salespulse_source_errors_total", DECODE_RULE), Some(0.0));
+}
+
+fn inline(rules: &str) -> Source {
+    let text = format!("source = \"t\"\ndecoder = \"json\"\n{rules}");
+    Source::compile(&text, directory()).unwrap()
+}
+
+const MESSAGE_RULE: &str = r#"
+[[rules]]
+name = "m"
+kind = "message"
+each = "$.items[*]"
+[rules.fields]
+event_id = "@.id"
+occurred_at = "time(@.at + 1714557590, 'unix_s')"
+manager_id = "'m-1'"
+message_id = "@.id"
+dialog_id = "'d'"
+channel = "'telegram'"
+direction = "@.dir"
+"#;
+
+#[test]
+fn one_bad_item_does_not_lose_the_others() {
+    let source = inline(MESSAGE_RULE);
+    let mapped = source.map(
+        br#"{"items":[{"id":"a","at":1,"dir":"inbound"},{"id":"b","at":"x","dir":"inbound"},
+        {"id":"c","at":3,"dir":"sideways"},{"id":"d","at":4,"dir":"outbound"}]}"#,
+    );
+    let ids: Vec<&str> = mapped.events.iter().map(|e| e.event_id.as_str()).collect();
+    assert_eq!(ids, ["a", "d"]);
+    assert_eq!(mapped.errors.len(), 2);
+    let first = &mapped.errors[0];
+    assert_eq!((first.rule.as_str(), first.field.as_deref()), ("m", Some("occurred_at")));
+    assert_eq!(first.expression.as_deref(), Some("time(@.at + 1714557590, 'unix_s')"));
+    assert_eq!(first.problem, "+: not a number");
+    assert_eq!(first.value.as_deref(), Some("Str(\"x\")"));
+    // The log form never carries the value; the offline form does.
+    assert!(!first.to_string().contains("\"x\""), "{first}");
+    assert!(first.detailed().contains("Str(\"x\")"));
+    let second = &mapped.errors[1];
+    assert_eq!(second.field.as_deref(), Some("direction"));
+    assert!(second.problem.contains("invalid event"), "{second}");
+    let broken = source.map(b"{not json");
+    assert_eq!((broken.events.len(), broken.errors[0].rule.as_str()), (0, DECODE_RULE));
+}
+
+#[test]
+fn compile_errors_name_the_place() {
+    let base = "source = \"t\"\ndecoder = \"json\"\n";
+    for (text, needle) in [
+        ("source = \"t\"\ndecoder = \"yaml\"\nrules = []\n", "unknown decoder"),
+        ("source = \"t t\"\ndecoder = \"json\"\nrules = []\n", "letters, digits"),
+        ("source = \"t\"\ndecoder = \"form_json\"\nrules = []\n", "json_field"),
+        ("source = \"t\"\ndecoder = \"json\"\ntime_zone = \"Mars/Base\"\nrules = []\n", "Mars/Base"),
+        ("source = \"t\"\ndecoder = \"json\"\nrules = []\n", "no [[rules]]"),
+        ("source = \"t\"\ndecoder = \"json\"\nextra = 1\nrules = []\n", "unknown field"),
+        (&format!("{base}[[rules]]\nname = \"r\"\nkind = \"fax\"\nfields = {{}}\n"), "unknown kind"),
+        (&format!("{base}[[rules]]\nname = \"r\"\nkind = \"call\"\nfields.colour = \"1\"\n"), "field `colour`"),
+        (&format!("{base}[[rules]]\nname = \"r\"\nkind = \"call\"\nfields.event_id = \"$.a +\"\n"), "field `event_id`"),
+        (&format!("{base}[[rules]]\nname = \"r\"\nkind = \"call\"\nfields.event_id = \"$.a\"\n"), "`occurred_at` is required"),
+        (&format!("{base}[[rules]]\nname = \"r\"\nkind = \"call\"\nwhen = \"previous\"\nfields.event_id = \"$.a\"\nfields.occurred_at = \"1\"\nfields.manager_id = \"'m'\"\n"), "without `remember`"),
+        (&format!("{base}[[rules]]\nname = \"r\"\nkind = \"call\"\neach = \"items\"\nfields = {{}}\n"), "`each`"),
+        (&format!("{base}[[rules]]\nname = \"decode\"\nkind = \"call\"\nfields = {{}}\n"), "reserved"),
+        (&format!("{base}[auth]\nscheme = \"token\"\nsecret_env = \"X\"\n[[rules]]\nname = \"r\"\nkind = \"call\"\nfields = {{}}\n"), "exactly one"),
+    ] {
+        let error = Source::compile(text, directory()).unwrap_err().to_string();
+        assert!(error.contains(needle), "{text}\n-> {error}");
+    }
+}
+
+#[test]
+fn remembered_values_make_transitions_and_unchanged_values_none() {
+    let source = inline(
+        r#"
+[[rules]]
+name = "stage"
+kind = "card_change"
+remember = { entity = "$.deal", value = "$.stage" }
+when = "previous != current"
+[rules.fields]
+event_id = "concat($.deal, ':', $.at)"
+occurred_at = "time($.at + 1714557590, 'unix_s')"
+manager_id = "'m-1'"
+card_id = "$.deal"
+card_type = "'deal'"
+change = "if(previous == null, 'created', 'stage_changed')"
+stage_from = "previous"
+stage_to = "current"
+"#,
+    );
+    let step = |deal: &str, stage: &str, at: u32| {
+        let payload = format!(r#"{{"deal":"{deal}","stage":"{stage}","at":{at}}}"#);
+        source
+            .map(payload.as_bytes())
+            .events
+            .into_iter()
+            .map(|e| match e.body {
+                salespulse_events::EventBody::CardChange(c) => (c.change.as_str(), c.stage_from, c.stage_to),
+                _ => unreachable!(),
+            })
+            .collect::<Vec<_>>()
+    };
+    let s = |v: &str| Some(v.to_owned());
+    assert_eq!(step("d1", "new", 1), [("created", None, s("new"))]);
+    assert_eq!(step("d1", "new", 2), []);
+    assert_eq!(step("d2", "new", 3), [("created", None, s("new"))]);
+    assert_eq!(step("d1", "offer", 4), [("stage_changed", s("new"), s("offer"))]);
+    assert_eq!(step("d1", "offer", 5), []);
+    assert_eq!(source.remembered(), 2);
+}
+
+#[test]
+fn memory_is_bounded_per_source() {
+    let source = Source::compile(
+        r#"
+source = "t"
+decoder = "json"
+remember_capacity = 100
+[[rules]]
+name = "stage"
+kind = "card_change"
+remember = { entity = "$.deal", value = "$.stage" }
+[rules.fields]
+event_id = "$.deal"
+occurred_at = "time($.at + 1714557590, 'unix_s')"
+manager_id = "'m-1'"
+card_id = "$.deal"
+card_type = "'deal'"
+change = "'updated'"
+"#,
+        directory(),
+    )
+    .unwrap();
+    for i in 0..1000 {
+        let mapped = source.map(format!(r#"{{"deal":"d{i}","stage":"s","at":1}}"#).as_bytes());
+        assert_eq!(mapped.events.len(), 1);
+        assert!(source.remembered() <= 100);
+    }
+}
+
+mod never_panics {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+        // Every shipped mapping, fed arbitrary bytes and mangled samples, returns errors or
+        // events and never panics.
+        #[test]
+        fn shipped_mappings_on_arbitrary_input(bytes in proptest::collection::vec(any::<u8>(), 0..400),
+                                               cut in 0usize..2000, flip in any::<u8>()) {
+            for (name, sample) in [("twilio", "twilio-status-completed.form"), ("asterisk", "asterisk-cdr.ami"),
+                                   ("bitrix24", "bitrix24-voximplant-call-end.form"), ("wazzup", "wazzup-messages.json"),
+                                   ("amocrm", "amocrm-lead-status.form")] {
+                let source = shipped(name);
+                let _ = source.map(&bytes);
+                let mut mangled = fixture(sample);
+                if !mangled.is_empty() {
+                    let i = cut % mangled.len();
+                    mangled[i] ^= flip;
+                    mangled.truncate(cut.max(i + 1));
+                }
+                let _ = source.map(&mangled);
+            }
+        }
+    }
+}
