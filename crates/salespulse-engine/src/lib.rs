@@ -74,6 +74,22 @@ pub enum Outcome {
     /// Older than the partition's watermark by more than the largest window: no window can
     /// count it any more, so it is dropped.
     Late(Kind),
+    /// A record of a mapped topic that mapped without error: how many events its source mapping
+    /// produced (0 for a payload the mapping filters out) and how many of them were applied.
+    /// Each event's own fate (applied, duplicate, late, ...) is counted as a record's would be.
+    Mapped {
+        /// Events the mapping produced.
+        events: usize,
+        /// Of those, events applied.
+        applied: usize,
+    },
+}
+
+/// Turns one raw record of a mapped topic (a foreign payload: a webhook body, a PBX event) into
+/// canonical events. Implemented over `salespulse-sources` by the binary.
+pub trait RecordMapper: Send + Sync {
+    /// The events the payload holds, and an error if part (or all) of it did not map.
+    fn map(&self, payload: &[u8]) -> (Vec<Event>, Option<Box<dyn std::error::Error + Send + Sync>>);
 }
 
 /// The engine could not be built.
@@ -109,6 +125,9 @@ pub enum Rejection {
         /// The configured tolerance.
         tolerance_ms: i64,
     },
+    /// The topic's source mapping could not map (part of) the record.
+    #[error("{0}")]
+    Mapping(Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl Rejection {
@@ -117,13 +136,14 @@ impl Rejection {
         match self {
             Rejection::Decode(error) => error.reason(),
             Rejection::Future { .. } => "future_timestamp",
+            Rejection::Mapping(_) => "mapping",
         }
     }
 }
 
 /// Every value `Rejection::reason` can take.
 pub fn reject_reasons() -> impl Iterator<Item = &'static str> {
-    salespulse_events::REJECT_REASONS.iter().copied().chain(std::iter::once("future_timestamp"))
+    salespulse_events::REJECT_REASONS.iter().copied().chain(["future_timestamp", "mapping"])
 }
 
 /// One manager's state across streams. A stream's part is created on its first event.
@@ -144,6 +164,8 @@ struct PartitionContext {
     ledger: Mutex<Ledger>,
     managers: Arc<PartitionManagers<ManagerState>>,
     received: prometheus::IntCounter,
+    /// The topic's source mapping, if it carries foreign payloads.
+    mapper: Option<Arc<dyn RecordMapper>>,
 }
 
 #[derive(Clone, Copy)]
@@ -167,6 +189,8 @@ pub struct Engine {
     retired: Mutex<RetiredHistograms>,
     table: ManagerTable<ManagerState>,
     partitions: RwLock<HashMap<TopicPartition, Arc<PartitionContext>>>,
+    /// Source mappings by topic, set before ingest starts.
+    mappers: RwLock<HashMap<String, Arc<dyn RecordMapper>>>,
     metrics: EngineMetrics,
     reject_log: RateLimited,
     /// The last rejected records, for the ingest view.
@@ -198,6 +222,7 @@ impl Engine {
             config,
             clock,
             partitions: RwLock::new(HashMap::new()),
+            mappers: RwLock::new(HashMap::new()),
             metrics,
             reject_log: RateLimited::new(std::time::Duration::from_secs(10)),
             rejects: view::RejectLog::default(),
@@ -210,6 +235,12 @@ impl Engine {
         &self.config
     }
 
+    /// Decodes `topic`'s records with `mapper` instead of the event contract. Call before the
+    /// topic's first record: partitions already seen keep how they decode.
+    pub fn set_mapper(&self, topic: &str, mapper: Arc<dyn RecordMapper>) {
+        self.mappers.write().insert(topic.to_owned(), mapper);
+    }
+
     /// Takes one record to its outcome.
     pub fn ingest(&self, record: &Record<'_>) -> Outcome {
         let partition = self.partition(record.topic, record.partition);
@@ -218,6 +249,9 @@ impl Engine {
         let mut ledger = partition.ledger.lock();
         if let Some(duplicate) = self.take_offset(&mut ledger, record.offset) {
             return duplicate;
+        }
+        if let Some(mapper) = &partition.mapper {
+            return self.ingest_mapped(&partition, &mut ledger, mapper.as_ref(), record);
         }
         match self.decode(record, partition.topic) {
             Ok(event) => self.accept(&partition, &mut ledger, &event, record),
@@ -237,6 +271,24 @@ impl Engine {
         }
         let record = Record { topic, partition, offset, content_type: None, payload: None };
         self.accept(&context, &mut ledger, event, &record)
+    }
+
+    /// A mapped record: every event it maps to takes the normal path; a mapping error rejects the
+    /// record (for the dead-letter topic) after the events that did map are applied.
+    fn ingest_mapped(
+        &self,
+        partition: &PartitionContext,
+        ledger: &mut Ledger,
+        mapper: &dyn RecordMapper,
+        record: &Record<'_>,
+    ) -> Outcome {
+        let (events, failure) = mapper.map(record.payload.unwrap_or_default());
+        let applied =
+            events.iter().filter(|e| matches!(self.accept(partition, ledger, e, record), Outcome::Applied(_))).count();
+        match failure {
+            Some(error) => self.reject(record, Rejection::Mapping(error)),
+            None => Outcome::Mapped { events: events.len(), applied },
+        }
     }
 
     /// Drops a redelivered offset; otherwise marks it done, whatever happens next.
@@ -395,6 +447,7 @@ impl Engine {
                 // key by manager, so a manager's calls, messages and cards meet in one state.
                 managers: self.table.partition(partition.max(0) as PartitionId),
                 received: self.metrics.received_for(topic),
+                mapper: self.mappers.read().get(topic).cloned(),
             })
         });
         Arc::clone(ctx)

@@ -743,3 +743,53 @@ mod reference {
         }
     }
 }
+
+/// A mapping for the hook's test: each line of the payload is one canonical JSON event; a line
+/// that does not decode is the mapping's error (the real mappings live in `salespulse-sources`).
+struct LinesMapper;
+
+impl RecordMapper for LinesMapper {
+    fn map(&self, payload: &[u8]) -> (Vec<Event>, Option<Box<dyn std::error::Error + Send + Sync>>) {
+        let mut events = Vec::new();
+        let mut error = None;
+        for line in payload.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            match salespulse_events::decode(line, salespulse_events::Encoding::Json, None) {
+                Ok(event) => events.push(event),
+                Err(e) => error = Some(Box::new(e) as Box<dyn std::error::Error + Send + Sync>),
+            }
+        }
+        (events, error)
+    }
+}
+
+#[test]
+fn a_mapped_topic_applies_every_event_of_a_record_through_the_normal_path() {
+    let f = fixture(|_| ());
+    f.engine.set_mapper("raw", Arc::new(LinesMapper));
+    let line = |id: &str, status| {
+        let mut json = salespulse_events::encode_json(&call_event(id, "ivanov", T0, status, 50_000));
+        json.push(b'\n');
+        json
+    };
+    let two = [line("e1", CallStatus::Answered), line("e2", CallStatus::Answered)].concat();
+    assert!(matches!(f.engine.ingest(&record("raw", 0, 0, &two)), Outcome::Mapped { events: 2, applied: 2 }));
+    // The same offset again: nothing; the same events at a new offset: duplicates by event id.
+    assert!(matches!(f.engine.ingest(&record("raw", 0, 0, &two)), Outcome::Duplicate(Duplicate::Offset)));
+    assert!(matches!(f.engine.ingest(&record("raw", 0, 1, &two)), Outcome::Mapped { events: 2, applied: 0 }));
+    // A filtered payload maps to nothing and is done.
+    assert!(matches!(f.engine.ingest(&record("raw", 0, 2, b"")), Outcome::Mapped { events: 0, applied: 0 }));
+    // A partly bad record: the good event is applied, the record is rejected for the DLQ.
+    let partly = [line("e3", CallStatus::Answered), b"{broken\n".to_vec()].concat();
+    match f.engine.ingest(&record("raw", 0, 3, &partly)) {
+        Outcome::Rejected(rejection) => assert_eq!(rejection.reason(), "mapping"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(f.value(&format!("salespulse_calls_total{ANSWERED_OUT}")), Some(3.0));
+    assert_eq!(f.counter("salespulse_events_applied_total", ("stream", "call")), 3);
+    assert_eq!(f.counter("salespulse_events_duplicate_total", ("kind", "event_id")), 2);
+    assert_eq!(f.counter("salespulse_events_rejected_total", ("reason", "mapping")), 1);
+    // Other topics keep the contract's decoding.
+    let plain = salespulse_events::encode_json(&call_event("e4", "ivanov", T0, CallStatus::Answered, 50_000));
+    assert!(matches!(f.engine.ingest(&record("calls", 0, 0, &plain)), Outcome::Applied(_)));
+    assert_eq!(f.engine.next_offset("raw", 0), Some(4));
+}

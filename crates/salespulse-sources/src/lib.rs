@@ -469,7 +469,7 @@ impl Source {
                         if let Some(c) = rule.counters.get() {
                             c.errors.inc();
                         }
-                        mapped.errors.push(error);
+                        mapped.errors.push(*error);
                     }
                 }
             }
@@ -483,14 +483,16 @@ impl Source {
         document: &Node,
         item: &Node,
         json: &mut Vec<u8>,
-    ) -> Result<Option<Event>, MappingError> {
-        let error = |field: &str, expression: Option<&str>, problem: String, value: Option<String>| MappingError {
-            source_name: self.name.clone(),
-            rule: rule.name.clone(),
-            field: Some(field.to_owned()),
-            expression: expression.map(str::to_owned),
-            problem,
-            value,
+    ) -> Result<Option<Event>, Box<MappingError>> {
+        let error = |field: &str, expression: Option<&str>, problem: String, value: Option<String>| {
+            Box::new(MappingError {
+                source_name: self.name.clone(),
+                rule: rule.name.clone(),
+                field: Some(field.to_owned()),
+                expression: expression.map(str::to_owned),
+                problem,
+                value,
+            })
         };
         let mut scope = Scope {
             document,

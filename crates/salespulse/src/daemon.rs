@@ -88,6 +88,9 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
         .context("registering process metrics")?;
     let engine = Arc::new(Engine::new(settings.engine.clone(), Arc::new(SystemClock), &registry)?);
+    if let Some(sources) = &settings.sources {
+        crate::sources::install(sources, &engine, &registry)?;
+    }
     if let Some(path) = &settings.baseline_snapshot {
         match salespulse_anomaly::read_snapshot(path) {
             Ok(Some(snapshot)) => {

@@ -56,3 +56,33 @@ pub fn check(config: &Path) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// A topic's source mapping as the engine sees it.
+pub struct MappedTopic(pub Arc<Source>);
+
+impl salespulse_engine::RecordMapper for MappedTopic {
+    fn map(&self, payload: &[u8]) -> (Vec<salespulse_events::Event>, Option<Box<dyn std::error::Error + Send + Sync>>) {
+        let mapped = self.0.map(payload);
+        let error = mapped.errors.into_iter().next().map(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>);
+        (mapped.events, error)
+    }
+}
+
+/// Compiles the configured mappings, registers their counters, and hands each mapped topic's
+/// mapping to the engine. Fails (so the daemon does not start) on any invalid mapping.
+pub fn install(
+    settings: &crate::config::SourcesSettings,
+    engine: &salespulse_engine::Engine,
+    registry: &prometheus::Registry,
+) -> anyhow::Result<()> {
+    let sources = Sources::load(&settings.dir, settings.directory.as_deref())?;
+    sources.register_metrics(registry).context("registering source metrics")?;
+    for (topic, name) in &settings.topics {
+        let Some(source) = sources.get(name) else {
+            bail!("topic {topic:?} names mapping {name:?}, which is not in {}", settings.dir.display());
+        };
+        engine.set_mapper(topic, Arc::new(MappedTopic(Arc::clone(source))));
+        tracing::info!(topic, mapping = name, "topic decoded with a source mapping");
+    }
+    Ok(())
+}
