@@ -156,6 +156,9 @@ fn live_page_and_api_against_a_real_broker() {
         (calls_topic["received"].as_u64(), calls_topic["rejected"]["malformed_json"].as_u64()),
         (Some(7), Some(1))
     );
+    assert_eq!(ingest_json["kafka"]["up"], true, "{ingest}");
+    let age = calls_topic["record_age_seconds"].as_f64().expect("the Kafka client reports the topic");
+    assert!((0.0..120.0).contains(&age), "{age}");
     let recent = &ingest_json["recent_rejects"][0];
     assert_eq!((recent["topic"].as_str(), recent["reason"].as_str()), (Some(calls.as_str()), Some("malformed_json")));
     assert!(!recent["error"].as_str().unwrap().contains("answe"), "no payload content: {recent}");
@@ -264,6 +267,11 @@ fn live_page_and_api_against_a_real_broker() {
     let calls_row = topics.iter().find(|t| t["topic"] == calls.as_str()).unwrap();
     assert_eq!((calls_row["received"].as_str(), calls_row["rejected"].as_str()), (Some("7"), Some("malformed_json 1")));
     assert_eq!(seen["ingest"]["rejects"], serde_json::json!(["malformed_json"]));
+    assert!(
+        seen["ingest"]["totals"].as_str().unwrap().starts_with("Kafka up · Managers held 3"),
+        "{}",
+        seen["ingest"]["totals"]
+    );
     let applied: Vec<(&str, &str)> = seen["ingest"]["streams"]
         .as_array()
         .unwrap()

@@ -230,6 +230,8 @@
         rate = number(((t.received - before.received) * 1000) / (ingest.at_ms - previous.at_ms), 1);
       }
       cell(tr, rate).dataset.col = "rate";
+      const age = cell(tr, t.record_age_seconds === null ? "–" : duration(t.record_age_seconds) + " ago");
+      age.dataset.col = "record_age";
       const rejected = Object.entries(t.rejected).map(([reason, n]) => reason + " " + n).join(", ");
       cell(tr, rejected || "0", rejected ? "bad" : "").dataset.col = "rejected";
       topics.appendChild(tr);
@@ -248,8 +250,9 @@
       streams.appendChild(tr);
     }
     const rejectedTotal = Object.values(ingest.rejected).reduce((a, b) => a + b, 0);
+    const kafka = ingest.kafka.up === null ? "" : ingest.kafka.up ? "Kafka up · " : "Kafka DOWN (last contact " + duration(ingest.kafka.contact_age_seconds) + " ago) · ";
     $("#ingest-totals").textContent =
-      "Managers held " + ingest.managers + " · rejected " + rejectedTotal +
+      kafka + "Managers held " + ingest.managers + " · rejected " + rejectedTotal +
       " · duplicates " + ingest.duplicates.offset + " by offset, " + ingest.duplicates.event_id + " by event id" +
       " · over the manager cap " + ingest.overflow;
     const rejects = $("#rejects tbody");

@@ -102,9 +102,52 @@ pub(crate) async fn manager(
 }
 
 pub(crate) async fn ingest(State(exporter): State<Arc<Exporter>>) -> Response {
-    match tokio::task::spawn_blocking(move || exporter.engine.ingest_view()).await {
-        Ok(view) => json_response(StatusCode::OK, &ingest_json(&view)),
+    let read = tokio::task::spawn_blocking(move || {
+        let kafka = KafkaStatus::gather(&exporter.registry);
+        (exporter.engine.ingest_view(), kafka)
+    })
+    .await;
+    match read {
+        Ok((view, kafka)) => json_response(StatusCode::OK, &ingest_json(&view, &kafka)),
         Err(join) => internal(join),
+    }
+}
+
+/// The Kafka client's liveness gauges, when the ingest crate registered them (not in tests that
+/// feed the engine directly).
+#[derive(Debug, Default)]
+struct KafkaStatus {
+    up: Option<bool>,
+    contact_age_seconds: Option<f64>,
+    /// Per subscribed topic: seconds since its last record arrived.
+    record_age_seconds: Vec<(String, f64)>,
+}
+
+impl KafkaStatus {
+    fn gather(registry: &prometheus::Registry) -> KafkaStatus {
+        let mut status = KafkaStatus::default();
+        for family in registry.gather() {
+            let gauge = |m: &prometheus::proto::Metric| m.get_gauge().get_value();
+            match family.name() {
+                "salespulse_kafka_up" => status.up = family.get_metric().first().map(|m| gauge(m) > 0.0),
+                "salespulse_kafka_contact_age_seconds" => {
+                    status.contact_age_seconds = family.get_metric().first().map(gauge)
+                }
+                "salespulse_kafka_record_age_seconds" => {
+                    for metric in family.get_metric() {
+                        if let Some(topic) = metric.get_label().iter().find(|l| l.name() == "topic") {
+                            status.record_age_seconds.push((topic.value().to_owned(), gauge(metric)));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        status
+    }
+
+    fn record_age(&self, topic: &str) -> Option<f64> {
+        self.record_age_seconds.iter().find(|(t, _)| t == topic).map(|(_, age)| *age)
     }
 }
 
@@ -167,9 +210,9 @@ fn manager_json(row: &ManagerView) -> Value {
     })
 }
 
-fn ingest_json(view: &IngestView) -> Value {
+fn ingest_json(view: &IngestView, kafka: &KafkaStatus) -> Value {
     let reasons = |list: &[(&'static str, u64)]| -> HashMap<&'static str, u64> { list.iter().copied().collect() };
-    let topics: Vec<Value> = view
+    let mut topics: Vec<Value> = view
         .topics
         .iter()
         .map(|topic| {
@@ -183,9 +226,24 @@ fn ingest_json(view: &IngestView) -> Value {
                 "received": topic.received,
                 "rejected": reasons(&topic.rejected),
                 "partitions": partitions,
+                "record_age_seconds": kafka.record_age(&topic.topic),
             })
         })
         .collect();
+    // Subscribed topics that sent nothing yet are rows too: a silent source is what an operator
+    // looks for.
+    for (topic, age) in &kafka.record_age_seconds {
+        if !view.topics.iter().any(|t| &t.topic == topic) {
+            topics.push(json!({
+                "topic": topic,
+                "received": 0,
+                "rejected": {},
+                "partitions": [],
+                "record_age_seconds": age,
+            }));
+        }
+    }
+    topics.sort_by(|a, b| a["topic"].as_str().cmp(&b["topic"].as_str()));
     let streams: Vec<Value> = view
         .streams
         .iter()
@@ -220,6 +278,7 @@ fn ingest_json(view: &IngestView) -> Value {
         "duplicates": { "offset": view.duplicate_offsets, "event_id": view.duplicate_event_ids },
         "overflow": view.overflow,
         "managers": view.managers,
+        "kafka": { "up": kafka.up, "contact_age_seconds": kafka.contact_age_seconds },
         "recent_rejects": recent,
     })
 }
@@ -346,6 +405,7 @@ mod tests {
         let (_, _, body) = fetch(&base, "/api/v1/ingest");
         let ingest: Value = serde_json::from_str(&body).unwrap();
         assert_eq!(ingest["streams"][0]["applied"], 3);
+        assert_eq!(ingest["kafka"]["up"], Value::Null, "no Kafka client registered its gauges");
 
         // The page and its assets come from the binary.
         for (path, content_type) in [
