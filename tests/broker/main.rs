@@ -6,6 +6,8 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod dlq;
+
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};

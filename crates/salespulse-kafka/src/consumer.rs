@@ -1,6 +1,5 @@
 //! The consumer-group member.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,6 +14,8 @@ use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 use rdkafka::{ClientContext, TopicPartitionList};
 use salespulse_engine::{Engine, RateLimited, Record};
 
+use crate::dlq::DeadLetters;
+use crate::properties::KafkaProperties;
 use crate::rebuild::{Rebuilds, Replay};
 use crate::status::{Health, Liveness, LivenessCollector};
 use crate::{kafka_error, Error};
@@ -33,7 +34,7 @@ pub struct IngestConfig {
     /// Topics to subscribe to.
     pub topics: Vec<String>,
     /// Further librdkafka properties, passed through as they are (they override the defaults).
-    pub properties: BTreeMap<String, String>,
+    pub properties: KafkaProperties,
 }
 
 struct IngestContext {
@@ -136,6 +137,8 @@ pub struct Ingest {
     engine: Arc<Engine>,
     poll_errors: IntCounter,
     liveness: Arc<Liveness>,
+    /// Where rejected records go, when a dead-letter topic is configured.
+    pub(crate) dead_letters: Option<DeadLetters>,
 }
 
 impl std::fmt::Debug for Ingest {
@@ -196,14 +199,14 @@ impl Ingest {
             // The statistics tell whether a broker connection is up (`salespulse_kafka_up`).
             .set("statistics.interval.ms", "1000")
             .set_log_level(RDKafkaLogLevel::Warning);
-        for (key, value) in &config.properties {
+        for (key, value) in config.properties.iter() {
             client.set(key, value);
         }
         let consumer: BaseConsumer<IngestContext> =
             client.create_with_context(context).map_err(kafka_error("creating the consumer"))?;
         let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics).map_err(kafka_error("subscribing"))?;
-        Ok(Ingest { consumer, engine, poll_errors, liveness })
+        Ok(Ingest { consumer, engine, poll_errors, liveness, dead_letters: None })
     }
 
     /// Consumes until `stop` is set, then commits what was applied. Blocking: run it on its own
@@ -245,12 +248,15 @@ impl Ingest {
             };
             self.liveness.record(record.topic);
             let replay = rebuilds.record(record.topic, record.partition, record.offset);
-            self.engine.ingest(&record);
+            let outcome = self.engine.ingest(&record);
             if replay == Replay::Replayed {
                 // Handled before (that is why it is below the committed offset), side effects
                 // such as a dead-letter copy included: only the state is rebuilt. Storing its
                 // offset would move the committed offset back.
                 continue;
+            }
+            if let Some(dead_letters) = &self.dead_letters {
+                dead_letters.route(&message, &outcome);
             }
             if let Err(error) = self.consumer.store_offset_from_message(&message) {
                 // The partition was revoked meanwhile: its new owner re-reads from the last commit.
@@ -258,6 +264,9 @@ impl Ingest {
             }
         }
         self.commit_final();
+        if let Some(dead_letters) = &self.dead_letters {
+            dead_letters.flush(Duration::from_secs(5));
+        }
     }
 
     fn commit_final(&self) {

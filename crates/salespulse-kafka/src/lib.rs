@@ -8,19 +8,29 @@
 //!
 //! Besides the consumer: [`MockKafka`], librdkafka's in-process mock cluster for the zero-setup
 //! demo and fast tests, and [`EventProducer`], a small producer for simulators and fixtures.
+//! [`DeadLetters`] sends what the engine rejects to a dead-letter topic without ever stalling
+//! ingest; [`KafkaProperties`] are the pass-through librdkafka settings (security included), whose
+//! secrets never appear in a `Debug` dump.
 #![deny(missing_docs)]
 
 mod admin;
 mod consumer;
+mod dlq;
 mod mock;
 mod producer;
+mod properties;
 mod rebuild;
 mod status;
 
 pub use admin::create_topics;
 pub use consumer::{Ingest, IngestConfig};
+pub use dlq::{
+    DeadLetter, DeadLetterConfig, DeadLetters, HEADER_ERROR, HEADER_OFFSET, HEADER_PARTITION, HEADER_REASON,
+    HEADER_TIMESTAMP, HEADER_TOPIC, OVERFLOW_REASON,
+};
 pub use mock::MockKafka;
 pub use producer::EventProducer;
+pub use properties::KafkaProperties;
 pub use status::Health;
 
 /// A Kafka client could not be created or used.

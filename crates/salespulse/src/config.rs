@@ -12,7 +12,7 @@ use salespulse_cards::{CardExport, CardsConfig, PipelineConfig};
 use salespulse_core::window::{parse_minutes, ShiftConfig, Windows, WindowsConfig};
 use salespulse_engine::{AnomalySettings, EngineConfig, JoinConfig, TopicConfig};
 use salespulse_events::{Encoding, Kind};
-use salespulse_kafka::IngestConfig;
+use salespulse_kafka::{DeadLetterConfig, IngestConfig};
 use salespulse_messages::{MessageExport, MessagesConfig, WorkingHours};
 use serde::Deserialize;
 
@@ -77,9 +77,41 @@ pub struct KafkaSection {
     pub group_id: String,
     /// The topics to consume: names, or tables with per-topic decoding settings.
     pub topics: Vec<TopicEntry>,
-    /// librdkafka properties passed through as they are (`"session.timeout.ms" = "10000"`).
+    /// librdkafka properties passed through as they are (`"session.timeout.ms" = "10000"`), to the
+    /// consumer and (all but consumer-only keys) the dead-letter producer. A key ending in `_file`
+    /// or `_env` names a file or an environment variable holding the value of the key without the
+    /// suffix (`"sasl.password_file" = "/run/secrets/kafka"`), so secrets stay out of the file.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+    /// Where rejected records go.
+    #[serde(default)]
+    pub dead_letter: DeadLetterSection,
+}
+
+/// `[kafka.dead_letter]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeadLetterSection {
+    /// The dead-letter topic; unset (the default) sends nothing anywhere.
+    pub topic: Option<String>,
+    /// Dead letters held in memory awaiting delivery; more are dropped (and counted).
+    pub queue_capacity: usize,
+    /// How long one dead letter is retried before it counts as failed.
+    #[serde(with = "humantime_serde")]
+    pub delivery_timeout: Duration,
+    /// librdkafka properties for the dead-letter producer only (after `[kafka.properties]`).
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for DeadLetterSection {
+    fn default() -> Self {
+        DeadLetterSection {
+            topic: None,
+            queue_capacity: DeadLetterConfig::DEFAULT_QUEUE_CAPACITY,
+            delivery_timeout: DeadLetterConfig::DEFAULT_DELIVERY_TIMEOUT,
+            properties: BTreeMap::new(),
+        }
+    }
 }
 
 /// One topic: a bare name, or a table.
@@ -477,6 +509,8 @@ pub struct Settings {
     pub log: LogSection,
     /// Where anomaly baselines are persisted, if anywhere.
     pub baseline_snapshot: Option<std::path::PathBuf>,
+    /// The dead-letter producer's configuration, when a topic is set.
+    pub dead_letter: Option<DeadLetterConfig>,
     /// Source mappings, when `[sources]` is configured.
     pub sources: Option<SourcesSettings>,
 }
@@ -611,11 +645,13 @@ impl FileConfig {
             names.push(topic.name.clone());
             engine.topics.push(topic);
         }
+        let properties = crate::secrets::resolve_properties(&self.kafka.properties).context("[kafka.properties]")?;
+        let dead_letter = self.kafka.dead_letter.config(&self.kafka.bootstrap_servers, &properties, &names)?;
         let ingest = IngestConfig {
             bootstrap_servers: self.kafka.bootstrap_servers.clone(),
             group_id: self.kafka.group_id.clone(),
             topics: names,
-            properties: self.kafka.properties.clone(),
+            properties,
         };
         let baseline_snapshot = self.anomalies.snapshot_path.clone();
         let sources = match (&self.sources, mapped.is_empty()) {
@@ -625,7 +661,35 @@ impl FileConfig {
             (None, true) => None,
             (None, false) => bail!("[kafka] topics: a topic names a mapping but there is no [sources] section"),
         };
-        Ok(Settings { engine, ingest, listen: self.http.listen, log: self.log.clone(), baseline_snapshot, sources })
+        Ok(Settings { engine, ingest, listen: self.http.listen, log: self.log.clone(), baseline_snapshot, sources, dead_letter })
+    }
+}
+
+impl DeadLetterSection {
+    fn config(
+        &self,
+        bootstrap_servers: &str,
+        shared: &salespulse_kafka::KafkaProperties,
+        sources: &[String],
+    ) -> anyhow::Result<Option<DeadLetterConfig>> {
+        let Some(topic) = self.topic.as_deref().map(str::trim) else { return Ok(None) };
+        if topic.is_empty() {
+            bail!("[kafka.dead_letter] topic is empty (leave it unset to turn dead letters off)");
+        }
+        if sources.iter().any(|source| source == topic) {
+            bail!("[kafka.dead_letter] topic {topic:?} is also consumed: its letters would be read back");
+        }
+        if self.queue_capacity == 0 || self.delivery_timeout.is_zero() {
+            bail!("[kafka.dead_letter] queue_capacity and delivery_timeout must be above zero");
+        }
+        let own = crate::secrets::resolve_properties(&self.properties).context("[kafka.dead_letter.properties]")?;
+        let mut properties = shared.clone();
+        properties.0.extend(own.0);
+        let mut config = DeadLetterConfig::new(bootstrap_servers, topic);
+        config.queue_capacity = self.queue_capacity;
+        config.delivery_timeout = self.delivery_timeout;
+        config.properties = properties;
+        Ok(Some(config))
     }
 }
 

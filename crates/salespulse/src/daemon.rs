@@ -10,7 +10,7 @@ use prometheus::Registry;
 use salespulse_core::clock::SystemClock;
 use salespulse_engine::Engine;
 use salespulse_exporter::Exporter;
-use salespulse_kafka::{Health, Ingest};
+use salespulse_kafka::{DeadLetters, Health, Ingest};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogFormat, LogSection, Settings};
@@ -104,7 +104,11 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         }
     }
     let health = Arc::new(Health::default());
-    let ingest = Ingest::new(&settings.ingest, Arc::clone(&engine), Arc::clone(&health), &registry)?;
+    let mut ingest = Ingest::new(&settings.ingest, Arc::clone(&engine), Arc::clone(&health), &registry)?;
+    if let Some(dead_letter) = &settings.dead_letter {
+        ingest = ingest.with_dead_letters(DeadLetters::new(dead_letter, &registry)?);
+        tracing::info!(topic = %dead_letter.topic, "rejected records go to the dead-letter topic");
+    }
 
     let listener =
         tokio::net::TcpListener::bind(settings.listen).await.with_context(|| format!("binding {}", settings.listen))?;

@@ -80,6 +80,7 @@ pub fn run(listen: SocketAddr, managers: usize, events_per_second: f64) -> anyho
         log,
         baseline_snapshot: None,
         sources: None,
+        dead_letter: None,
     };
 
     let stop = Arc::new(AtomicBool::new(false));

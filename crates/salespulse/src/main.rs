@@ -8,6 +8,7 @@ mod daemon;
 mod demo;
 mod loadgen;
 mod sources;
+mod secrets;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
