@@ -238,7 +238,8 @@ fn label(field: &'static str, value: Option<String>) -> Result<Option<String>> {
 
 fn manager_id(value: Option<String>) -> Result<String> {
     let s = match value {
-        Some(s) if !s.is_empty() => s,
+        // Blank is missing too: a label of spaces names nobody.
+        Some(s) if !s.trim().is_empty() => s,
         _ => return Err(DecodeError::missing("manager_id")),
     };
     if s.len() > MAX_MANAGER_ID_BYTES {
