@@ -21,6 +21,8 @@ if [ "$only" = all ]; then
     $CARGO test --workspace --benches
     echo "== deployment files (amtool, promtool, docker-compose config, manifests, systemd)"
     scripts/check-deploy.sh
+    echo "== fuzz smoke run of the decoders (cargo fuzz, ${SALESPULSE_FUZZ_SECONDS:-20} s per target)"
+    scripts/fuzz.sh
 fi
 
 echo "== tests with real external programs: Kafka broker, kcat, Prometheus, Alertmanager"

@@ -169,6 +169,18 @@ fn cases() -> Vec<Case> {
         proto_case("protobuf timestamp in 9999", proto_call(b"ivanov", 2, None, 253_402_300_799_000), "invalid_field"),
         proto_case("protobuf negative timestamp", proto_call(b"ivanov", 2, None, -5), "invalid_field"),
         json_case("a day ahead of the clock", call_with("occurred_at", json!(NOW + ahead_ms)), "future_timestamp"),
+        json_case(
+            "answered 200 days before it ended",
+            [("started_at", NOW - 200 * 86_400_000), ("answered_at", NOW - 200 * 86_400_000)]
+                .iter()
+                .fold(call("x", "ivanov"), |mut event, (field, at)| {
+                    event[*field] = json!(at);
+                    event
+                })
+                .to_string()
+                .into_bytes(),
+            "invalid_field",
+        ),
         json_case("ended before it started", call_with("ended_at", json!(NOW - 200_000)), "invalid_field"),
         json_case("unknown kind", call_with("kind", json!("fax")), "unknown_kind"),
         json_case("unknown direction", call_with("direction", json!("sideways")), "invalid_field"),

@@ -823,7 +823,7 @@ mod tests {
         (
             text(60),
             time::MIN_MS..time::MAX_MS,
-            text(32).prop_filter("not phone-like", |m| !validate::is_phone_like(m)),
+            text(32).prop_filter("not phone-like, not blank", |m| !validate::is_phone_like(m) && !m.trim().is_empty()),
             proptest::option::of(text(32)),
             proptest::option::of(text(32)),
         )

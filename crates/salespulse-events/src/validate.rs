@@ -115,8 +115,16 @@ impl CallIn {
                 (secs * 1000.0).round() as u64
             }
             None => match (status, answered_at_ms) {
-                // Both times were checked: ended >= answered, and the difference fits.
-                (CallStatus::Answered, Some(answered)) => (ended_at_ms - answered) as u64,
+                // Both times were checked: ended >= answered, and the difference fits. The
+                // derived talk time has the bound of a given one (found by fuzzing: without it,
+                // a call answered months before it ended counted months of talk).
+                (CallStatus::Answered, Some(answered)) => {
+                    let talk_ms = (ended_at_ms - answered) as u64;
+                    if talk_ms > (MAX_TALK_SECONDS as u64) * 1000 {
+                        return Err(DecodeError::invalid("answered_at", "more than 86400 s before ended_at"));
+                    }
+                    talk_ms
+                }
                 _ => 0,
             },
         };
