@@ -4,6 +4,8 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod security;
+
 use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;

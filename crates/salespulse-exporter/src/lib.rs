@@ -12,11 +12,14 @@
 //! and its JSON API under `/api/v1` ([`api`], documented in `docs/api.md`), so whatever guards
 //! `/metrics` guards them too.
 //!
+//! [`serve_with`] adds optional basic auth (every route but the probes `/healthz` and `/readyz`) and TLS ([`security`]).
+//!
 //! A scrape never holds a lock across an `.await`: rendering is synchronous and locks one manager
 //! at a time, so ingest waits for at most one manager's snapshot.
 #![deny(missing_docs)]
 
 mod api;
+pub mod security;
 pub mod thresholds;
 
 use std::future::Future;
@@ -32,6 +35,7 @@ use prometheus::proto::MetricType as ProtoType;
 use prometheus::{Gauge, Registry};
 use salespulse_core::expo::{Format, MetricType, MetricWriter};
 use salespulse_engine::Engine;
+pub use security::{BasicAuth, HttpSecurity};
 
 /// Tells whether the daemon is ready to be scraped as complete.
 pub type ReadyCheck = Arc<dyn Fn() -> bool + Send + Sync>;
@@ -98,13 +102,41 @@ impl Exporter {
     }
 }
 
-/// Serves the exporter on `listener` until `shutdown` completes.
+/// Serves the exporter on `listener` until `shutdown` completes: plain HTTP, no auth.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     exporter: Arc<Exporter>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = Router::new()
+    let guard = security::Guard::new(&HttpSecurity::default(), &Registry::new()).map_err(std::io::Error::other)?;
+    let app = security::protect(router(exporter), &guard);
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}
+
+/// Serves the exporter on `listener` until `shutdown` completes, with `security`'s basic auth on
+/// every route but the probes and TLS when configured. Its refusals are counted in `registry`.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    exporter: Arc<Exporter>,
+    security: &HttpSecurity,
+    registry: &Registry,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let guard = security::Guard::new(security, registry).map_err(std::io::Error::other)?;
+    // Protect the finished router, so every route is covered, whoever adds it.
+    let app = security::protect(router(exporter), &guard);
+    match &security.tls {
+        None => axum::serve(listener, app).with_graceful_shutdown(shutdown).await,
+        Some(tls) => {
+            let listener = security::TlsListener::new(listener, Arc::clone(tls), guard)?;
+            axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+        }
+    }
+}
+
+/// Every route of the HTTP side.
+fn router(exporter: Arc<Exporter>) -> Router {
+    Router::new()
         .route("/", get(api::index))
         .route("/assets/app.js", get(api::app_js))
         .route("/assets/app.css", get(api::app_css))
@@ -115,8 +147,7 @@ pub async fn serve(
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(exporter);
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+        .with_state(exporter)
 }
 
 /// `/metrics` query parameters.

@@ -115,8 +115,10 @@ const DROP_REASONS: [&str; 3] = ["queue_full", "too_large", "error"];
 impl DeadLetters {
     /// Creates the producer (it connects lazily) and registers `salespulse_dlq_*` in `registry`.
     pub fn new(config: &DeadLetterConfig, registry: &Registry) -> Result<DeadLetters, Error> {
-        let produced =
-            IntCounter::new("salespulse_dlq_produced_total", "Records written to the dead-letter topic (acknowledged).")?;
+        let produced = IntCounter::new(
+            "salespulse_dlq_produced_total",
+            "Records written to the dead-letter topic (acknowledged).",
+        )?;
         let failed = IntCounter::new(
             "salespulse_dlq_failed_total",
             "Dead letters lost: not acknowledged by the broker within the delivery timeout, or refused.",

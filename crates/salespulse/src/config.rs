@@ -12,6 +12,7 @@ use salespulse_cards::{CardExport, CardsConfig, PipelineConfig};
 use salespulse_core::window::{parse_minutes, ShiftConfig, Windows, WindowsConfig};
 use salespulse_engine::{AnomalySettings, EngineConfig, JoinConfig, TopicConfig};
 use salespulse_events::{Encoding, Kind};
+use salespulse_exporter::{BasicAuth, HttpSecurity};
 use salespulse_kafka::{DeadLetterConfig, IngestConfig};
 use salespulse_messages::{MessageExport, MessagesConfig, WorkingHours};
 use serde::Deserialize;
@@ -176,11 +177,79 @@ pub enum KindSetting {
 pub struct HttpSection {
     /// Address of `/metrics`, `/healthz` and `/readyz`.
     pub listen: SocketAddr,
+    /// Credentials every route but the probes `/healthz` and `/readyz` requires; unset: no auth.
+    pub basic_auth: Option<BasicAuthSection>,
+    /// Serve HTTPS; unset: plain HTTP.
+    pub tls: Option<TlsSection>,
 }
 
 impl Default for HttpSection {
     fn default() -> Self {
-        HttpSection { listen: SocketAddr::from(([127, 0, 0, 1], 9898)) }
+        HttpSection { listen: SocketAddr::from(([127, 0, 0, 1], 9898)), basic_auth: None, tls: None }
+    }
+}
+
+/// `[http.basic_auth]`: one user; the password inline, in a file or in an environment variable.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuthSection {
+    /// The user name.
+    pub username: String,
+    /// The password itself (prefer `password_file` or `password_env`).
+    pub password: Option<String>,
+    /// A file holding the password (one trailing newline dropped).
+    pub password_file: Option<std::path::PathBuf>,
+    /// An environment variable holding the password.
+    pub password_env: Option<String>,
+}
+
+impl std::fmt::Debug for BasicAuthSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BasicAuthSection")
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("password_file", &self.password_file)
+            .field("password_env", &self.password_env)
+            .finish()
+    }
+}
+
+/// `[http.tls]`: PEM files.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// The certificate chain, leaf first.
+    pub cert_file: std::path::PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: std::path::PathBuf,
+}
+
+impl HttpSection {
+    fn security(&self) -> anyhow::Result<HttpSecurity> {
+        let basic_auth = match &self.basic_auth {
+            None => None,
+            Some(auth) => {
+                if auth.username.is_empty() || auth.username.contains(':') {
+                    bail!("[http.basic_auth] username must be non-empty and without ':'");
+                }
+                let password = crate::secrets::one_of(
+                    "password",
+                    auth.password.as_deref(),
+                    auth.password_file.as_deref(),
+                    auth.password_env.as_deref(),
+                )
+                .context("[http.basic_auth]")?
+                .context("[http.basic_auth] needs password, password_file or password_env")?;
+                Some(BasicAuth::new(&auth.username, &password))
+            }
+        };
+        let tls = match &self.tls {
+            None => None,
+            Some(tls) => {
+                Some(salespulse_exporter::security::tls_config(&tls.cert_file, &tls.key_file).context("[http.tls]")?)
+            }
+        };
+        Ok(HttpSecurity { basic_auth, tls })
     }
 }
 
@@ -511,6 +580,8 @@ pub struct Settings {
     pub baseline_snapshot: Option<std::path::PathBuf>,
     /// The dead-letter producer's configuration, when a topic is set.
     pub dead_letter: Option<DeadLetterConfig>,
+    /// Basic auth and TLS of the HTTP listener.
+    pub http_security: HttpSecurity,
     /// Source mappings, when `[sources]` is configured.
     pub sources: Option<SourcesSettings>,
 }
@@ -661,7 +732,17 @@ impl FileConfig {
             (None, true) => None,
             (None, false) => bail!("[kafka] topics: a topic names a mapping but there is no [sources] section"),
         };
-        Ok(Settings { engine, ingest, listen: self.http.listen, log: self.log.clone(), baseline_snapshot, sources, dead_letter })
+        let http_security = self.http.security()?;
+        Ok(Settings {
+            engine,
+            ingest,
+            listen: self.http.listen,
+            log: self.log.clone(),
+            baseline_snapshot,
+            dead_letter,
+            sources,
+            http_security,
+        })
     }
 }
 
@@ -762,7 +843,7 @@ mod tests {
         assert_eq!(settings.engine.topics[0].encoding, Some(Encoding::Protobuf));
         assert_eq!(settings.engine.topics[0].kind, Some(Kind::Call));
         assert_eq!(settings.engine.calls.successful_talk_ms, 30_000);
-        assert_eq!(settings.ingest.properties["session.timeout.ms"], "10000");
+        assert_eq!(settings.ingest.properties.get("session.timeout.ms"), Some("10000"));
         assert_eq!(settings.engine.windows.specs()[1].label, "8h");
         assert_eq!(settings.engine.windows.time_zone(), chrono_tz::Europe::Moscow);
         assert_eq!(settings.engine.calls.export.calls, ["1m", "shift"]);

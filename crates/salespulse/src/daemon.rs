@@ -114,16 +114,22 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         tokio::net::TcpListener::bind(settings.listen).await.with_context(|| format!("binding {}", settings.listen))?;
     let address = listener.local_addr()?;
     let ready = Arc::clone(&health);
+    let http_registry = registry.clone();
     let exporter = Arc::new(Exporter::new(Arc::clone(&engine), registry, Arc::new(move || ready.ready()))?);
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(salespulse_exporter::serve(listener, exporter, async {
-        let _ = http_stopped.await;
-    }));
+    let security = settings.http_security.clone();
+    let server = tokio::spawn(async move {
+        let stopped = async {
+            let _ = http_stopped.await;
+        };
+        salespulse_exporter::serve_with(listener, exporter, &security, &http_registry, stopped).await
+    });
     tracing::info!(
         bootstrap = %settings.ingest.bootstrap_servers,
         group = %settings.ingest.group_id,
         topics = ?settings.ingest.topics,
-        "salespulse listening on http://{address}/metrics"
+        "salespulse listening on {}://{address}/metrics",
+        if settings.http_security.tls.is_some() { "https" } else { "http" }
     );
 
     let stop = Arc::new(AtomicBool::new(false));

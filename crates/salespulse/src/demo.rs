@@ -81,6 +81,7 @@ pub fn run(listen: SocketAddr, managers: usize, events_per_second: f64) -> anyho
         baseline_snapshot: None,
         sources: None,
         dead_letter: None,
+        http_security: Default::default(),
     };
 
     let stop = Arc::new(AtomicBool::new(false));

@@ -155,6 +155,15 @@ fn check_config(path: &std::path::Path) -> anyhow::Result<()> {
     );
     let windows: Vec<&str> = settings.engine.windows.specs().iter().map(|s| s.label.as_str()).collect();
     println!("  windows: {windows:?}");
-    println!("  metrics: http://{}/metrics", settings.listen);
+    let scheme = if settings.http_security.tls.is_some() { "https" } else { "http" };
+    let auth =
+        if settings.http_security.basic_auth.is_some() { " (basic auth; /healthz and /readyz open)" } else { "" };
+    println!("  metrics: {scheme}://{}/metrics{auth}", settings.listen);
+    // Every key, secrets redacted.
+    println!("  kafka properties: {:?}", settings.ingest.properties);
+    match &settings.dead_letter {
+        Some(dead_letter) => println!("  dead letters: topic {:?}", dead_letter.topic),
+        None => println!("  dead letters: off"),
+    }
     Ok(())
 }
