@@ -162,12 +162,13 @@ impl DeadLetters {
 
     /// Sends `message` to the dead-letter topic when `outcome` says it was not applied because
     /// of its content: a rejection, or a new manager over the cap. Applied, duplicate and late
-    /// records are not dead letters. Never blocks.
+    /// records are not dead letters, nor is a mapped record (its mapping errors are rejections).
+    /// Never blocks.
     pub fn route(&self, message: &BorrowedMessage<'_>, outcome: &Outcome) {
         let (reason, error) = match outcome {
             Outcome::Rejected(rejection) => (rejection.reason(), rejection.to_string()),
             Outcome::Overflow => (OVERFLOW_REASON, "the manager cap is reached and the manager is new".to_owned()),
-            Outcome::Applied(_) | Outcome::Duplicate(_) | Outcome::Late(_) => return,
+            Outcome::Applied(_) | Outcome::Duplicate(_) | Outcome::Late(_) | Outcome::Mapped { .. } => return,
             #[allow(unreachable_patterns)]
             _ => return,
         };

@@ -7,8 +7,8 @@ mod config;
 mod daemon;
 mod demo;
 mod loadgen;
-mod sources;
 mod secrets;
+mod sources;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
