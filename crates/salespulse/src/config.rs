@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use salespulse_calls::{CallExport, CallsConfig};
-use salespulse_cards::{CardExport, CardsConfig, PipelineConfig};
+use salespulse_cards::{CardExport, CardsConfig, CommerceConfig, Period, PipelineConfig, StageRule};
 use salespulse_core::window::{parse_minutes, ShiftConfig, Windows, WindowsConfig};
 use salespulse_engine::{AnomalySettings, EngineConfig, JoinConfig, TopicConfig};
 use salespulse_events::{Encoding, Kind};
@@ -43,6 +43,9 @@ pub struct FileConfig {
     /// Baselines and anomaly scores.
     #[serde(default)]
     pub anomalies: AnomaliesSection,
+    /// Sales plans: the reloadable plans file and the period.
+    #[serde(default)]
+    pub plans: PlansSection,
     /// Memory and input bounds.
     #[serde(default)]
     pub limits: LimitsSection,
@@ -342,6 +345,13 @@ pub struct CardsSection {
     pub max_tasks_per_manager: usize,
     /// Pipelines whose names and stages become label values; others fold into "other".
     pub pipelines: Vec<PipelineSection>,
+    /// The one currency amounts are in (ISO 4217); events naming another are rejected
+    /// (reason `currency_mismatch`). Unset: no check.
+    pub currency: Option<String>,
+    /// Open deals at or above this stage progress (percent) are hot.
+    pub hot_deal_progress_pct: f64,
+    /// Invoices tracked per manager (receivables and de-duplication of repeated invoices).
+    pub max_invoices_per_manager: usize,
 }
 
 impl Default for CardsSection {
@@ -352,6 +362,9 @@ impl Default for CardsSection {
             max_cards_per_manager: core.max_cards_per_manager,
             max_tasks_per_manager: core.max_tasks_per_manager,
             pipelines: Vec::new(),
+            currency: None,
+            hot_deal_progress_pct: core.commerce.hot_deal_progress_pct,
+            max_invoices_per_manager: core.commerce.max_invoices_per_manager,
         }
     }
 }
@@ -364,6 +377,31 @@ pub struct PipelineSection {
     pub name: String,
     /// Its stages in funnel order, as events spell them.
     pub stages: Vec<String>,
+    /// Progress (0..=100 percent) per stage, for the weighted pipeline and hot deals; wins over
+    /// the events' `stage_progress_pct`.
+    #[serde(default)]
+    pub progress: BTreeMap<String, f64>,
+    /// Per stage, how long an open deal may sit in it before it counts as stuck ("7d").
+    #[serde(default)]
+    pub stuck_after: BTreeMap<String, String>,
+}
+
+/// `[plans]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PlansSection {
+    /// The plans file (targets per manager and team); re-read on SIGHUP. Unset: no plans.
+    pub file: Option<std::path::PathBuf>,
+    /// The plan period: "month", "quarter" or "week".
+    pub period: String,
+    /// The zone periods are cut in; unset: `[windows] time_zone`.
+    pub time_zone: Option<String>,
+}
+
+impl Default for PlansSection {
+    fn default() -> Self {
+        PlansSection { file: None, period: "month".into(), time_zone: None }
+    }
 }
 
 /// `[joins]`
@@ -477,6 +515,8 @@ pub struct Settings {
     pub log: LogSection,
     /// Where anomaly baselines are persisted, if anywhere.
     pub baseline_snapshot: Option<std::path::PathBuf>,
+    /// The plans file, re-read on SIGHUP.
+    pub plans_file: Option<std::path::PathBuf>,
     /// Source mappings, when `[sources]` is configured.
     pub sources: Option<SourcesSettings>,
 }
@@ -547,6 +587,7 @@ impl FileConfig {
                 comments: export.comments.clone(),
                 thin_comments: export.thin_comments.clone(),
             },
+            commerce: self.commerce(&engine.windows).context("[cards]/[plans]")?,
         };
         engine.joins.unlogged_call_delay_ms = millis(self.joins.unlogged_call_delay);
         engine.anomalies.config.alpha = self.anomalies.alpha;
@@ -625,7 +666,64 @@ impl FileConfig {
             (None, true) => None,
             (None, false) => bail!("[kafka] topics: a topic names a mapping but there is no [sources] section"),
         };
-        Ok(Settings { engine, ingest, listen: self.http.listen, log: self.log.clone(), baseline_snapshot, sources })
+        let plans_file = self.plans.file.clone();
+        if let Some(path) = &plans_file {
+            crate::plans::load(path)?;
+        }
+        Ok(Settings {
+            engine,
+            ingest,
+            listen: self.http.listen,
+            log: self.log.clone(),
+            baseline_snapshot,
+            sources,
+            plans_file,
+        })
+    }
+
+    /// The commercial settings: currency, stage rules, plan period.
+    fn commerce(&self, windows: &Windows) -> anyhow::Result<CommerceConfig> {
+        let mut stages = Vec::new();
+        for pipeline in &self.cards.pipelines {
+            let mut names: Vec<&String> = pipeline.progress.keys().chain(pipeline.stuck_after.keys()).collect();
+            names.sort();
+            names.dedup();
+            for stage in names {
+                let stuck_after_ms = match pipeline.stuck_after.get(stage) {
+                    Some(text) => Some(millis(humantime::parse_duration(text).with_context(|| {
+                        format!("pipeline {:?} stuck_after {stage:?}: {text:?} is not a duration", pipeline.name)
+                    })?)),
+                    None => None,
+                };
+                stages.push(StageRule {
+                    pipeline: pipeline.name.clone(),
+                    stage: stage.clone(),
+                    progress_pct: pipeline.progress.get(stage).copied(),
+                    stuck_after_ms,
+                });
+            }
+        }
+        let currency = match &self.cards.currency {
+            Some(code) if code.len() == 3 && code.bytes().all(|b| b.is_ascii_alphabetic()) => {
+                Some(code.to_ascii_uppercase())
+            }
+            Some(code) => bail!("currency {code:?} is not a 3-letter ISO 4217 code"),
+            None => None,
+        };
+        let period = Period::parse(&self.plans.period)
+            .with_context(|| format!("period {:?}: expected month, quarter or week", self.plans.period))?;
+        let time_zone = match &self.plans.time_zone {
+            Some(name) => name.parse().map_err(|_| anyhow::anyhow!("time_zone {name:?} is not an IANA zone"))?,
+            None => windows.time_zone(),
+        };
+        Ok(CommerceConfig {
+            currency,
+            hot_deal_progress_pct: self.cards.hot_deal_progress_pct,
+            period,
+            time_zone,
+            stages,
+            max_invoices_per_manager: self.cards.max_invoices_per_manager,
+        })
     }
 }
 

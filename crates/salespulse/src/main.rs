@@ -7,6 +7,7 @@ mod config;
 mod daemon;
 mod demo;
 mod loadgen;
+mod plans;
 mod sources;
 
 use std::path::PathBuf;
