@@ -793,7 +793,10 @@ impl Cards {
             "Share of the current plan period elapsed, 0 to 1.",
             MetricType::Gauge,
         );
-        out.sample("salespulse_plan_period_elapsed_ratio", &[], commerce::elapsed(period, now_ms));
+        // Only with plans: without, nothing reads it, and a scrape stays a function of the events.
+        if !(plans.managers.is_empty() && plans.teams.is_empty()) {
+            out.sample("salespulse_plan_period_elapsed_ratio", &[], commerce::elapsed(period, now_ms));
+        }
         out.family("salespulse_plan", "The manager's plan for the current period, by measure.", MetricType::Gauge);
         for (row, status) in rows.iter().zip(&statuses) {
             for (m, measure) in MEASURES.iter().enumerate() {

@@ -893,6 +893,9 @@ mod commerce {
         });
         assert_eq!(f.value(&series("revenue")), Some(0.25));
         assert_eq!(f.value(&series("margin")), Some(0.5));
+        // The JSON view reads the same revenue completion.
+        let view = f.engine.team_view("1h").unwrap();
+        assert_eq!(view.managers[0].plan_completion, Some(0.25));
         // The team counts payments from now on.
         f.engine.set_plans(Plans {
             managers: HashMap::from([("m1".into(), Target { revenue: Some(1000.0), margin: None })]),
