@@ -14,6 +14,7 @@ mod admin;
 mod consumer;
 mod mock;
 mod producer;
+mod raw;
 mod rebuild;
 mod status;
 
@@ -21,6 +22,7 @@ pub use admin::create_topics;
 pub use consumer::{Ingest, IngestConfig};
 pub use mock::MockKafka;
 pub use producer::EventProducer;
+pub use raw::RawProducer;
 pub use status::Health;
 
 /// A Kafka client could not be created or used.

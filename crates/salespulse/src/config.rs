@@ -55,6 +55,42 @@ pub struct FileConfig {
     /// Declarative source mappings for topics of foreign payloads (docs/sources/README.md).
     #[serde(default)]
     pub sources: Option<SourcesSection>,
+    /// The webhook gateway (`salespulse gateway`).
+    #[serde(default)]
+    pub gateway: GatewaySection,
+}
+
+/// `[gateway]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewaySection {
+    /// Address of `/hooks/<source>`, `/healthz` and `/metrics` of the gateway process.
+    pub listen: SocketAddr,
+    /// The public base URL vendors call (`https://hooks.example.com`), needed to check
+    /// signatures computed over the URL (Twilio); the hook path is appended.
+    pub public_url: Option<String>,
+    /// Largest body accepted; larger requests get 413.
+    pub max_body_bytes: usize,
+    /// Requests a second accepted per source, on average; more get 429.
+    pub rate_limit_per_second: f64,
+    /// Requests a source may send at once above the average rate.
+    pub rate_limit_burst: u32,
+    /// How long to wait for Kafka to acknowledge a webhook before answering 503 (the vendor retries).
+    #[serde(with = "humantime_serde")]
+    pub produce_timeout: Duration,
+}
+
+impl Default for GatewaySection {
+    fn default() -> Self {
+        GatewaySection {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9899)),
+            public_url: None,
+            max_body_bytes: 256 * 1024,
+            rate_limit_per_second: 100.0,
+            rate_limit_burst: 200,
+            produce_timeout: Duration::from_secs(5),
+        }
+    }
 }
 
 /// `[sources]`
