@@ -254,6 +254,9 @@ const CARD_FIELDS: &[&str] = &[
     "task_due_from",
     "amount",
     "client_id",
+    "margin",
+    "invoice_id",
+    "currency",
 ];
 /// Fields written as JSON numbers (times are epoch milliseconds).
 const NUMBER_FIELDS: &[&str] = &[
@@ -267,6 +270,7 @@ const NUMBER_FIELDS: &[&str] = &[
     "task_due_at",
     "task_due_from",
     "amount",
+    "margin",
 ];
 /// Fields written as JSON booleans.
 const BOOL_FIELDS: &[&str] = &["new_dialog"];
