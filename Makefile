@@ -46,7 +46,7 @@ bench-quick: test-deps
 
 ## Criterion micro-benchmarks of the window core (apply, scrape) and the memory report; see docs/performance.md.
 bench-micro:
-	$(CARGO) bench -p salespulse-engine
+	$(CARGO) bench -p salespulse-engine -p salespulse-sources
 
 kafka-start:
 	scripts/kafka.sh start

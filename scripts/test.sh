@@ -35,7 +35,7 @@ if [ -z "${KAFKA_BOOTSTRAP:-}" ]; then
     started=yes
 fi
 echo "Kafka at $KAFKA_BOOTSTRAP${started:+ (started for this run)}"
-$CARGO test -p salespulse --features broker-tests --test broker --test alerting --test browser
+$CARGO test -p salespulse --features broker-tests --test broker --test alerting --test gateway --test browser
 echo "== scale-out, crashes and a broker outage (real daemons killed with SIGKILL, a broker of its own)"
 # One test at a time: each runs several daemons (and the outage test a second broker).
 $CARGO test -p salespulse --features broker-tests --test scaling -- --test-threads=1

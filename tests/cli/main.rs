@@ -109,7 +109,14 @@ fn demo_shows_moving_numbers_on_the_in_process_kafka() {
     let readyz = daemon.url("/readyz");
     wait_for("the demo to join its group", Duration::from_secs(60), || get(&readyz, None).filter(|a| a.status == 200));
     // Every stream moves: calls, messages and CRM changes.
-    let families = ["salespulse_window_calls{", "salespulse_messages_total{", "salespulse_comments_total{"];
+    let families = [
+        "salespulse_window_calls{",
+        "salespulse_messages_total{",
+        "salespulse_comments_total{",
+        "salespulse_plan_completion_ratio{",
+        "salespulse_pipeline_weighted_amount{",
+        "salespulse_invoices_issued_total{",
+    ];
     let body = daemon.scrape_until("the demo to apply events of every stream", Duration::from_secs(60), |body| {
         let applied = |stream: &str| value(body, &format!(r#"salespulse_events_applied_total{{stream="{stream}"}}"#));
         let moving = ["call", "message", "card_change"].iter().all(|s| applied(s).is_some_and(|n| n >= 10.0));
@@ -184,4 +191,47 @@ fn sources_check_compiles_the_configured_mappings() {
     let output = salespulse(&["sources", "check", "--config", config.to_str().unwrap()]);
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("twillio"), "{output:?}");
+}
+
+#[test]
+fn sighup_reloads_the_plans_file_and_a_bad_one_keeps_the_old_plans() {
+    let dir = tempfile::tempdir().unwrap();
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let plans = dir.path().join("plans.toml");
+    std::fs::write(&plans, "[teams.north]\nrevenue = 100\n").unwrap();
+    let extra = format!("topics = [\"crm\"]\n[plans]\nfile = \"{}\"\n", plans.display());
+    let config = write_config(dir.path(), "127.0.0.1:1", "g", &extra, listen);
+    let mut daemon = Daemon::run(&config, listen);
+    let team_plan = r#"salespulse_team_plan{team="north",measure="revenue"}"#;
+    let reloads =
+        |body: &str, result: &str| value(body, &format!(r#"salespulse_plans_reloads_total{{result="{result}"}}"#));
+    let body = daemon.scrape();
+    assert_eq!(value(&body, team_plan), Some(100.0), "{body}");
+    assert_eq!((reloads(&body, "ok"), reloads(&body, "error")), (Some(1.0), Some(0.0)));
+
+    let hangup = |daemon: &Daemon| {
+        let pid = daemon.child.id().to_string();
+        assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    };
+    std::fs::write(&plans, "[teams.north]\nrevenue = 250\n[managers.m-1]\nrevenue = 10\n").unwrap();
+    hangup(&daemon);
+    daemon.scrape_until("the new plans after SIGHUP", Duration::from_secs(30), |body| {
+        (value(body, team_plan) == Some(250.0) && reloads(body, "ok") == Some(2.0)).then_some(())
+    });
+
+    // A broken file: counted, and the plans in force stay.
+    std::fs::write(&plans, "[teams.north]\nrevenue = -5\n").unwrap();
+    hangup(&daemon);
+    let body = daemon.scrape_until("the failed reload to be counted", Duration::from_secs(30), |body| {
+        (reloads(body, "error") == Some(1.0)).then(|| body.to_owned())
+    });
+    assert_eq!(value(&body, team_plan), Some(250.0), "{body}");
+    assert_eq!(reloads(&body, "ok"), Some(2.0));
+    let status = daemon.terminate(Duration::from_secs(20));
+    assert!(status.success(), "exit status {status}");
+
+    // A bad file at start is a configuration error.
+    let output = salespulse(&["check-config", "--config", config.to_str().unwrap()]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("revenue"), "{output:?}");
 }

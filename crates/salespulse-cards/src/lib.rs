@@ -19,11 +19,19 @@
 //! [`Cards::task`], [`Cards::open_task_on`] and [`Cards::for_each_open_task`] expose each task's
 //! card, client and the time it was created or last rescheduled ([`TaskView`]).
 //!
+//! The commercial side ([`CommerceConfig`], `commerce` module): meetings, invoices and payments
+//! (each invoice counted once, in any order), receivables, the weighted pipeline by stage progress
+//! (configured progress wins over the event's), hot deals, time in stage and stuck deals against
+//! per-stage limits, deal durations, and plan facts per period; [`Cards::render_plans`] exports
+//! them against the [`Plans`] in force, and [`PlanStatus`] is the same per-manager view for a
+//! JSON page.
+//!
 //! Main types: [`Cards`] (configuration, folding and the shared layouts), [`CardState`] (one
 //! manager), [`CardSnapshot`] and [`CardRow`] (a scrape). Names, meanings and every rule are in
 //! `docs/metrics.md` (section "CRM cards").
 #![deny(missing_docs)]
 
+mod commerce;
 mod funnel;
 mod state;
 mod touch;
@@ -36,6 +44,11 @@ use salespulse_core::single_writer::add as bump;
 use salespulse_core::window::{Counters, Layout, ReadPlan, Windows};
 use salespulse_events::{CardChange, CardChangeKind};
 
+pub use commerce::{
+    CommerceConfig, CommerceSnapshot, FactSource, Period, PeriodFacts, PlanStatus, Plans, StageRule, Target,
+    DURATION_BUCKETS_SECONDS,
+};
+use commerce::{SlotRules, MEASURES};
 use funnel::Funnel;
 use state::{is_marked, Inner, NONE};
 use touch::TouchLayout;
@@ -93,7 +106,7 @@ impl Default for CardExport {
 }
 
 /// How card changes are judged, bounded and exported.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CardsConfig {
     /// A comment with a known length below this many characters is thin.
     pub thin_comment_chars: u32,
@@ -105,6 +118,8 @@ pub struct CardsConfig {
     pub max_tasks_per_manager: usize,
     /// Which windows each windowed family exports.
     pub export: CardExport,
+    /// Money, pipeline value, stage rules and plan periods.
+    pub commerce: CommerceConfig,
 }
 
 impl Default for CardsConfig {
@@ -115,6 +130,7 @@ impl Default for CardsConfig {
             max_cards_per_manager: 1_000,
             max_tasks_per_manager: 1_000,
             export: CardExport::default(),
+            commerce: CommerceConfig::default(),
         }
     }
 }
@@ -135,6 +151,9 @@ pub enum ConfigError {
     /// A per-manager cap is 0.
     #[error("cards: {0} must be at least 1")]
     Limit(&'static str),
+    /// A stage rule names an unconfigured stage, or a value is out of range.
+    #[error("cards commerce: {0}")]
+    Commerce(String),
 }
 
 /// The card stream's configuration and layouts, shared by all managers.
@@ -151,6 +170,8 @@ pub struct Cards {
     /// Per windowed comment family, the exported windows as `(position in the layout, label)`.
     comments: Vec<(usize, String)>,
     thin: Vec<(usize, String)>,
+    commerce: CommerceConfig,
+    rules: SlotRules,
 }
 
 impl Cards {
@@ -164,6 +185,7 @@ impl Cards {
             return Err(ConfigError::Limit("max_tasks_per_manager"));
         }
         let funnel = Funnel::new(&config.pipelines)?;
+        let rules = slot_rules(&funnel, &config.pipelines, &config.commerce)?;
         let strict = config.export != CardExport::default();
         let resolve = |family, labels: &[String]| windows.resolve_export(family, labels, strict);
         let touched = resolve("cards_touched", &config.export.cards_touched)?;
@@ -190,7 +212,19 @@ impl Cards {
             layout,
             comments,
             thin,
+            commerce: config.commerce.clone(),
+            rules,
         })
+    }
+
+    /// The commercial settings in force.
+    pub fn commerce(&self) -> &CommerceConfig {
+        &self.commerce
+    }
+
+    /// `[start, end)` of the plan period holding `now_ms`.
+    pub fn period_at(&self, now_ms: i64) -> (i64, i64) {
+        self.commerce.period.bounds(self.commerce.time_zone, now_ms)
     }
 
     /// Empty state for a new manager.
@@ -253,12 +287,31 @@ impl Cards {
         let mut touched = vec![0; self.touch.len()];
         let mut deals_open = vec![0; self.funnel.slots()];
         let mut open_deals = Vec::new();
+        let (receivables, receivables_amount) = inner.money.receivables();
+        let mut commerce = CommerceSnapshot {
+            invoices_issued: inner.money.issued,
+            invoices_issued_amount: inner.money.issued_amount,
+            payments_received: inner.money.payments,
+            payments_received_amount: inner.money.paid_amount,
+            receivables,
+            receivables_amount,
+            evicted_invoices: inner.money.evicted,
+            any_money: inner.money.len() > 0,
+            pipeline_amount: vec![0.0; self.funnel.slots()],
+            stuck: vec![0; self.funnel.slots()],
+            oldest_in_stage: vec![f64::NAN; self.funnel.slots()],
+            periods: inner.money.periods.clone(),
+            durations: inner.money.durations,
+            ..CommerceSnapshot::default()
+        };
         for (i, card) in inner.cards.iter().enumerate() {
             self.touch.count(&inner.touch[i * stride..(i + 1) * stride], plan, &mut touched);
             if card.is_open_deal() {
                 let slot = if card.slot == state::NO_SLOT { self.funnel.other_slot() } else { card.slot };
-                deals_open[usize::from(slot)] += 1;
+                let s = usize::from(slot);
+                deals_open[s] += 1;
                 open_deals.push(card.key);
+                self.open_deal_value(&mut commerce, card, s, now_ms);
             }
         }
         let mut task_cards = Vec::new();
@@ -282,6 +335,7 @@ impl Cards {
             deals_without_task: deals_without_task as u64,
             had_deal: inner.had_deal,
             join: JoinStats {
+                invoices: inner.money.len() as u64,
                 cards: inner.cards.len() as u64,
                 tasks: inner.tasks.len() as u64,
                 evicted_cards: inner.evicted_cards,
@@ -292,6 +346,38 @@ impl Cards {
             deals_open,
             seen_slots,
             transitions: inner.transitions.clone(),
+            commerce,
+        }
+    }
+
+    /// Adds one open deal in slot `s` to the pipeline, hot and stuck values.
+    fn open_deal_value(&self, commerce: &mut CommerceSnapshot, card: &state::Card, s: usize, now_ms: i64) {
+        let amount = if card.amount.is_nan() { 0.0 } else { card.amount };
+        commerce.any_money |= !card.amount.is_nan();
+        // Configured progress wins; else the event's; else 0.
+        let configured = self.rules.progress[s];
+        let progress = if !configured.is_nan() {
+            configured
+        } else if !card.event_progress.is_nan() {
+            f64::from(card.event_progress)
+        } else {
+            0.0
+        };
+        commerce.pipeline_amount[s] += amount;
+        commerce.weighted_pipeline += amount * progress / 100.0;
+        if progress >= self.commerce.hot_deal_progress_pct {
+            commerce.hot_deals += 1;
+            commerce.hot_deals_amount += amount;
+        }
+        if card.stage_since_ms != NONE {
+            let age_ms = (now_ms - card.stage_since_ms).max(0);
+            let oldest = &mut commerce.oldest_in_stage[s];
+            let seconds = age_ms as f64 / 1000.0;
+            *oldest = if oldest.is_nan() { seconds } else { oldest.max(seconds) };
+            let limit = self.rules.stuck_ms[s];
+            if limit > 0 && age_ms > limit {
+                commerce.stuck[s] += 1;
+            }
         }
     }
 
@@ -547,7 +633,279 @@ impl Cards {
                 out.sample_prefixed(name, row.labels, &[], value(row.cards));
             }
         }
+        self.render_commerce(rows, out);
     }
+}
+
+/// The commercial families (money, pipeline value, stuck deals, durations) and the plans.
+impl Cards {
+    fn render_commerce(&self, rows: &[CardRow<'_>], out: &mut MetricWriter) {
+        fn change(s: &CardSnapshot, kind: CardChangeKind) -> f64 {
+            s.totals.changes[kind.index()] as f64
+        }
+        for (name, help, kind, value) in [
+            (
+                "salespulse_meetings_scheduled_total",
+                "Meetings scheduled (meeting_scheduled card changes) since the manager appeared.",
+                MetricType::Counter,
+                (|s: &CardSnapshot| change(s, CardChangeKind::MeetingScheduled)) as fn(&CardSnapshot) -> f64,
+            ),
+            (
+                "salespulse_meetings_held_total",
+                "Meetings held (meeting_held card changes) since the manager appeared.",
+                MetricType::Counter,
+                |s| change(s, CardChangeKind::MeetingHeld),
+            ),
+            (
+                "salespulse_invoices_issued_total",
+                "Distinct invoices issued since the manager appeared.",
+                MetricType::Counter,
+                |s| s.commerce.invoices_issued as f64,
+            ),
+            (
+                "salespulse_invoices_issued_amount_total",
+                "Sum of issued invoices' amounts since the manager appeared, in the configured currency.",
+                MetricType::Counter,
+                |s| s.commerce.invoices_issued_amount,
+            ),
+            (
+                "salespulse_payments_received_total",
+                "Invoices paid since the manager appeared.",
+                MetricType::Counter,
+                |s| s.commerce.payments_received as f64,
+            ),
+            (
+                "salespulse_payments_received_amount_total",
+                "Sum of payments received since the manager appeared, in the configured currency.",
+                MetricType::Counter,
+                |s| s.commerce.payments_received_amount,
+            ),
+            ("salespulse_receivables_invoices", "Invoices issued and not yet paid.", MetricType::Gauge, |s| {
+                s.commerce.receivables as f64
+            }),
+            (
+                "salespulse_receivables_amount",
+                "Amount of invoices issued and not yet paid, in the configured currency.",
+                MetricType::Gauge,
+                |s| s.commerce.receivables_amount,
+            ),
+        ] {
+            out.family(name, help, kind);
+            for row in rows {
+                out.sample_prefixed(name, row.labels, &[], value(row.cards));
+            }
+        }
+
+        let dealt = |row: &&CardRow<'_>| row.cards.had_deal;
+        for (name, help, value) in [
+            (
+                "salespulse_pipeline_weighted_amount",
+                "Sum over the manager's open deals of amount x stage progress / 100, in the configured currency.",
+                (|s: &CardSnapshot| s.commerce.weighted_pipeline) as fn(&CardSnapshot) -> f64,
+            ),
+            ("salespulse_deals_hot", "Open deals at or above the hot-deal progress.", |s| s.commerce.hot_deals as f64),
+            ("salespulse_deals_hot_amount", "Amount of the hot open deals, in the configured currency.", |s| {
+                s.commerce.hot_deals_amount
+            }),
+        ] {
+            out.family(name, help, MetricType::Gauge);
+            for row in rows.iter().filter(dealt) {
+                out.sample_prefixed(name, row.labels, &[], value(row.cards));
+            }
+        }
+
+        out.family(
+            "salespulse_pipeline_amount",
+            "Amount of the manager's open deals, by the last known pipeline stage, in the configured currency.",
+            MetricType::Gauge,
+        );
+        for row in rows {
+            let commerce = &row.cards.commerce;
+            for (slot, (&value, &seen)) in commerce.pipeline_amount.iter().zip(&row.cards.seen_slots).enumerate() {
+                if seen || value != 0.0 {
+                    let (pipeline, stage) = self.funnel.slot_labels(slot as u16);
+                    let labels = [("pipeline", pipeline), ("stage", stage)];
+                    out.sample_prefixed("salespulse_pipeline_amount", row.labels, &labels, value);
+                }
+            }
+        }
+        out.family(
+            "salespulse_deals_stuck",
+            "Open deals in a stage for longer than its configured stuck_after limit.",
+            MetricType::Gauge,
+        );
+        for row in rows {
+            for (slot, (&value, &seen)) in row.cards.commerce.stuck.iter().zip(&row.cards.seen_slots).enumerate() {
+                if self.rules.stuck_ms[slot] > 0 && (seen || value > 0) {
+                    let (pipeline, stage) = self.funnel.slot_labels(slot as u16);
+                    let labels = [("pipeline", pipeline), ("stage", stage)];
+                    out.sample_prefixed("salespulse_deals_stuck", row.labels, &labels, value as f64);
+                }
+            }
+        }
+        out.family(
+            "salespulse_deals_stage_age_max_seconds",
+            "Longest time one of the manager's open deals has been in its current stage, seconds.",
+            MetricType::Gauge,
+        );
+        for row in rows {
+            for (slot, &value) in row.cards.commerce.oldest_in_stage.iter().enumerate() {
+                if !value.is_nan() {
+                    let (pipeline, stage) = self.funnel.slot_labels(slot as u16);
+                    let labels = [("pipeline", pipeline), ("stage", stage)];
+                    out.sample_prefixed("salespulse_deals_stage_age_max_seconds", row.labels, &labels, value);
+                }
+            }
+        }
+
+        const NAME: &str = "salespulse_deal_duration_seconds";
+        out.family(NAME, "Time from a deal's creation to its close, seconds, by outcome.", MetricType::Histogram);
+        let le: Vec<String> =
+            DURATION_BUCKETS_SECONDS.iter().map(|b| b.to_string()).chain(std::iter::once("+Inf".to_owned())).collect();
+        for row in rows {
+            let closed: Vec<_> = (0..2).map(|outcome| row.cards.commerce.durations(outcome)).collect();
+            if closed.iter().all(|(_, count, _)| *count == 0) {
+                continue;
+            }
+            for (outcome, (cumulative, count, sum)) in ["won", "lost"].iter().zip(&closed) {
+                for (le, value) in le.iter().zip(cumulative) {
+                    let labels = [("outcome", *outcome), ("le", le.as_str())];
+                    out.sample_prefixed("salespulse_deal_duration_seconds_bucket", row.labels, &labels, *value as f64);
+                }
+                let labels = [("outcome", *outcome)];
+                out.sample_prefixed("salespulse_deal_duration_seconds_sum", row.labels, &labels, *sum);
+                out.sample_prefixed("salespulse_deal_duration_seconds_count", row.labels, &labels, *count as f64);
+            }
+        }
+    }
+
+    /// Writes the plan families at `now_ms`: per manager of `rows` the plan, the fact, the
+    /// completion and the linear expected value; per planned team its target; and the share of the
+    /// period elapsed. The plan period is computed once per scrape.
+    pub fn render_plans(&self, rows: &[PlanRow<'_>], plans: &Plans, now_ms: i64, out: &mut MetricWriter) {
+        let period = self.period_at(now_ms);
+        let statuses: Vec<PlanStatus> = rows
+            .iter()
+            .map(|row| PlanStatus::of(plans, row.manager, row.team, row.cards.map(|c| &c.commerce), period, now_ms))
+            .collect();
+        out.family(
+            "salespulse_plan_period_elapsed_ratio",
+            "Share of the current plan period elapsed, 0 to 1.",
+            MetricType::Gauge,
+        );
+        // Only with plans: without, nothing reads it, and a scrape stays a function of the events.
+        if !(plans.managers.is_empty() && plans.teams.is_empty()) {
+            out.sample("salespulse_plan_period_elapsed_ratio", &[], commerce::elapsed(period, now_ms));
+        }
+        out.family("salespulse_plan", "The manager's plan for the current period, by measure.", MetricType::Gauge);
+        for (row, status) in rows.iter().zip(&statuses) {
+            for (m, measure) in MEASURES.iter().enumerate() {
+                if let Some(plan) = status.plan[m] {
+                    out.sample_prefixed("salespulse_plan", row.labels, &[("measure", measure)], plan);
+                }
+            }
+        }
+        out.family(
+            "salespulse_plan_fact",
+            "The manager's fact in the current plan period (won deals or payments, per the plans file), by measure.",
+            MetricType::Gauge,
+        );
+        for (row, status) in rows.iter().zip(&statuses) {
+            if row.cards.is_none() && status.plan.iter().all(Option::is_none) {
+                continue;
+            }
+            for (m, measure) in MEASURES.iter().enumerate() {
+                out.sample_prefixed("salespulse_plan_fact", row.labels, &[("measure", measure)], status.fact[m]);
+            }
+        }
+        for (name, help, value) in [
+            (
+                "salespulse_plan_completion_ratio",
+                "Fact divided by plan in the current period, by measure.",
+                PlanStatus::completion as fn(&PlanStatus, usize) -> Option<f64>,
+            ),
+            (
+                "salespulse_plan_expected",
+                "Plan times the share of the period elapsed: where a linear pace would be now, by measure.",
+                PlanStatus::expected,
+            ),
+        ] {
+            out.family(name, help, MetricType::Gauge);
+            for (row, status) in rows.iter().zip(&statuses) {
+                for (m, measure) in MEASURES.iter().enumerate() {
+                    if let Some(value) = value(status, m) {
+                        out.sample_prefixed(name, row.labels, &[("measure", measure)], value);
+                    }
+                }
+            }
+        }
+        out.family(
+            "salespulse_team_plan",
+            "The team's plan for the current period, by measure (every replica exports the same value).",
+            MetricType::Gauge,
+        );
+        let mut teams: Vec<_> = plans.teams.iter().collect();
+        teams.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        for (team, (target, _)) in teams {
+            for (m, measure) in MEASURES.iter().enumerate() {
+                if let Some(plan) = target.measure(m) {
+                    out.sample("salespulse_team_plan", &[("team", team), ("measure", measure)], plan);
+                }
+            }
+        }
+    }
+}
+
+/// One manager's row for [`Cards::render_plans`]: every held manager, with or without card state.
+#[derive(Debug, Clone, Copy)]
+pub struct PlanRow<'a> {
+    /// The manager's `manager` and `team` labels, rendered once by `expo::label_prefix`.
+    pub labels: &'a str,
+    /// The manager id (the plans file's key).
+    pub manager: &'a str,
+    /// The manager's team.
+    pub team: Option<&'a str>,
+    /// The card values, if the manager has card state.
+    pub cards: Option<&'a CardSnapshot>,
+}
+
+/// Resolves the stage rules onto funnel slots, checking each names a configured stage.
+fn slot_rules(
+    funnel: &Funnel,
+    pipelines: &[PipelineConfig],
+    config: &CommerceConfig,
+) -> Result<SlotRules, ConfigError> {
+    let bad = |what: String| Err(ConfigError::Commerce(what));
+    if !(0.0..=100.0).contains(&config.hot_deal_progress_pct) {
+        return bad("hot_deal_progress_pct must be within 0..=100".into());
+    }
+    if config.max_invoices_per_manager == 0 {
+        return Err(ConfigError::Limit("max_invoices_per_manager"));
+    }
+    let mut rules = SlotRules { progress: vec![f64::NAN; funnel.slots()], stuck_ms: vec![0; funnel.slots()] };
+    for rule in &config.stages {
+        let Some(pipeline) = pipelines.iter().find(|p| p.name == rule.pipeline) else {
+            return bad(format!("stage rule for pipeline {:?}, which is not configured", rule.pipeline));
+        };
+        if !pipeline.stages.contains(&rule.stage) {
+            return bad(format!("stage {:?} is not a stage of pipeline {:?}", rule.stage, rule.pipeline));
+        }
+        let p = funnel.pipeline(Some(&rule.pipeline));
+        let slot = usize::from(funnel.slot(p, funnel.stage(p, Some(&rule.stage))));
+        if let Some(pct) = rule.progress_pct {
+            if !(0.0..=100.0).contains(&pct) {
+                return bad(format!("progress of stage {:?} must be within 0..=100", rule.stage));
+            }
+            rules.progress[slot] = pct;
+        }
+        if let Some(limit) = rule.stuck_after_ms {
+            if limit <= 0 {
+                return bad(format!("stuck_after of stage {:?} must be positive", rule.stage));
+            }
+            rules.stuck_ms[slot] = limit;
+        }
+    }
+    Ok(rules)
 }
 
 /// The fingerprint an id is kept as (card, task and client ids): `ledger::fingerprint` with the
@@ -660,6 +1018,8 @@ impl CardTotals {
 /// and the evictions.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct JoinStats {
+    /// Invoices tracked.
+    pub invoices: u64,
     /// Cards tracked.
     pub cards: u64,
     /// Tasks tracked.
@@ -695,6 +1055,8 @@ pub struct CardSnapshot {
     seen_slots: Vec<bool>,
     /// Stage transitions, sorted by transition index.
     transitions: Vec<(u32, u64)>,
+    /// Money, pipeline value, stuck deals, plan facts, deal durations.
+    pub commerce: CommerceSnapshot,
 }
 
 impl CardSnapshot {
@@ -718,6 +1080,7 @@ impl CardSnapshot {
             (&mut self.deals_without_task, other.deals_without_task),
             (&mut self.join.cards, other.join.cards),
             (&mut self.join.tasks, other.join.tasks),
+            (&mut self.join.invoices, other.join.invoices),
             (&mut self.join.evicted_cards, other.join.evicted_cards),
             (&mut self.join.evicted_tasks, other.join.evicted_tasks),
         ] {
@@ -763,6 +1126,7 @@ impl CardSnapshot {
             merged.push(next);
         }
         self.transitions = merged;
+        self.commerce.merge(&other.commerce);
     }
 }
 
@@ -775,5 +1139,7 @@ pub struct CardRow<'a> {
     pub cards: &'a CardSnapshot,
 }
 
+#[cfg(test)]
+mod commerce_tests;
 #[cfg(test)]
 mod tests;

@@ -11,6 +11,7 @@ use std::sync::atomic::AtomicU64;
 
 use salespulse_events::{CardChange, CardChangeKind, CardType};
 
+use crate::commerce::Money;
 use crate::{bump, bump_f64, key, Cards};
 use crate::{TOTALS, T_LOST, T_LOST_AMOUNT, T_RESCHEDULED, T_TASKS_COMPLETED, T_WON, T_WON_AMOUNT};
 
@@ -45,6 +46,18 @@ pub(crate) struct Card {
     pub(crate) status_ms: i64,
     /// Latest amount an event carried; NaN when none did.
     pub(crate) amount: f64,
+    /// Latest margin an event carried; NaN when none did.
+    pub(crate) margin: f64,
+    /// Event time of the deal's `created` (the earliest seen).
+    pub(crate) created_ms: i64,
+    /// Event time the card entered its current slot.
+    pub(crate) stage_since_ms: i64,
+    /// `stage_progress_pct` of the event that set the location; NaN when it carried none.
+    pub(crate) event_progress: f32,
+    /// Whether the deal's duration was observed (once per deal).
+    pub(crate) duration_observed: bool,
+    /// Counted closed while its amount was unknown: the first amount seen is counted then.
+    pub(crate) close_amount_missing: bool,
     pub(crate) slot: u16,
     pub(crate) kind: CardType,
     pub(crate) status: Status,
@@ -118,6 +131,8 @@ pub(crate) struct Inner {
     pub(crate) had_deal: bool,
     pub(crate) evicted_cards: u64,
     pub(crate) evicted_tasks: u64,
+    /// Invoices, payments, plan facts and deal durations.
+    pub(crate) money: Money,
     /// Newest event time applied (clamped to the wall clock).
     newest_ms: i64,
     next_sweep_ms: i64,
@@ -148,6 +163,10 @@ impl Inner {
         let stride = cards.touch.stride();
         cards.touch.touch(&mut self.touch[i * stride..(i + 1) * stride], at);
         self.update_card(cards, totals, i, existed, change, event_ms);
+        if matches!(change.change, CardChangeKind::InvoiceIssued | CardChangeKind::PaymentReceived) {
+            let deal = (self.cards[i].amount, self.cards[i].margin);
+            self.money.apply(&cards.commerce, change, card_key, deal, event_ms);
+        }
         if matches!(
             change.change,
             CardChangeKind::TaskCreated | CardChangeKind::TaskCompleted | CardChangeKind::TaskRescheduled
@@ -172,10 +191,31 @@ impl Inner {
         if newest {
             card.kind = change.card_type;
         }
-        if let Some(amount) = change.amount {
+        // Invoices and payments carry their own amounts, not the deal's.
+        let money_event = matches!(change.change, CardChangeKind::InvoiceIssued | CardChangeKind::PaymentReceived);
+        if let (Some(amount), false) = (change.amount, money_event) {
+            if card.amount.is_nan() && card.close_amount_missing {
+                // The deal was counted closed before any event told its amount (events out of
+                // order): count the amount now, in the close's period.
+                card.close_amount_missing = false;
+                let won = card.status == Status::Won;
+                bump_f64(&totals[if won { T_WON_AMOUNT } else { T_LOST_AMOUNT }], amount.max(0.0));
+                if won {
+                    let margin = change.margin.unwrap_or(0.0);
+                    self.money.won(&cards.commerce, amount.max(0.0), margin, card.status_ms);
+                }
+            }
             if newest || card.amount.is_nan() {
                 card.amount = amount;
             }
+        }
+        if let (Some(margin), false) = (change.margin, money_event) {
+            if newest || card.margin.is_nan() {
+                card.margin = margin;
+            }
+        }
+        if change.change == CardChangeKind::Created {
+            card.created_ms = if card.created_ms == NONE { event_ms } else { card.created_ms.min(event_ms) };
         }
         card.last_ms = card.last_ms.max(event_ms);
 
@@ -208,8 +248,16 @@ impl Inner {
                 None => None,
             };
             if let Some(slot) = moved {
+                if slot != card.slot || card.stage_since_ms == NONE {
+                    card.stage_since_ms = event_ms;
+                }
                 card.slot = slot;
                 card.location_ms = event_ms;
+            }
+            if let Some(pct) = change.stage_progress_pct {
+                card.event_progress = pct as f32;
+            } else if moved.is_some() {
+                card.event_progress = f32::NAN;
             }
         }
 
@@ -228,6 +276,17 @@ impl Inner {
                     bump(&totals[count], 1);
                     let value = change.amount.or((!card.amount.is_nan()).then_some(card.amount)).unwrap_or(0.0);
                     bump_f64(&totals[amount], value.max(0.0));
+                    card.close_amount_missing = change.amount.is_none() && card.amount.is_nan();
+                    let won = change.change == CardChangeKind::Won;
+                    if won {
+                        let margin = change.margin.or((!card.margin.is_nan()).then_some(card.margin)).unwrap_or(0.0);
+                        self.money.won(&cards.commerce, value.max(0.0), margin, event_ms);
+                    }
+                    if card.created_ms != NONE && !card.duration_observed {
+                        card.duration_observed = true;
+                        let seconds = (event_ms - card.created_ms) as f64 / 1000.0;
+                        self.money.observe_duration(usize::from(!won), seconds);
+                    }
                 }
                 current_status.then_some(status)
             }
@@ -244,7 +303,27 @@ impl Inner {
         let target = if existed { target } else { Some(target.unwrap_or(Status::Open)) };
         if let Some(status) = target {
             card.status = status;
-            card.status_ms = event_ms;
+            // Meetings, invoices and payments say nothing about whether the deal is open: a card
+            // first seen through one is open until any status event, however old, says otherwise.
+            let passive = !existed
+                && matches!(
+                    change.change,
+                    CardChangeKind::MeetingScheduled
+                        | CardChangeKind::MeetingHeld
+                        | CardChangeKind::InvoiceIssued
+                        | CardChangeKind::PaymentReceived
+                );
+            card.status_ms = if passive { NONE } else { event_ms };
+        }
+        // A `created` seen after the close: the duration can be told now.
+        if change.change == CardChangeKind::Created
+            && matches!(card.status, Status::Won | Status::Lost)
+            && card.kind == CardType::Deal
+            && !card.duration_observed
+        {
+            card.duration_observed = true;
+            let seconds = (card.status_ms - card.created_ms) as f64 / 1000.0;
+            self.money.observe_duration(usize::from(card.status == Status::Lost), seconds);
         }
         if card.kind == CardType::Deal {
             self.had_deal = true;
@@ -329,6 +408,12 @@ impl Inner {
             location_ms: NONE,
             status_ms: NONE,
             amount: f64::NAN,
+            margin: f64::NAN,
+            created_ms: NONE,
+            stage_since_ms: NONE,
+            event_progress: f32::NAN,
+            duration_observed: false,
+            close_amount_missing: false,
             slot: NO_SLOT,
             kind: CardType::Deal,
             status: Status::Open,
@@ -434,6 +519,7 @@ impl Inner {
             + (self.card_index.capacity() + self.task_index.capacity()) * entry
             + self.transitions.capacity() * std::mem::size_of::<(u32, u64)>()
             + self.seen_slots.capacity() * 8
+            + self.money.heap_bytes()
     }
 }
 

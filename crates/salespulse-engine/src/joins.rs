@@ -337,6 +337,9 @@ mod tests {
             task_due_from_ms: None,
             amount: None,
             client_id: client.map(Into::into),
+            margin: None,
+            invoice_id: None,
+            currency: None,
         }
     }
 

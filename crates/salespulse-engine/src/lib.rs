@@ -24,7 +24,7 @@ use std::sync::Arc;
 use parking_lot::{Mutex, RwLock};
 use prometheus::Registry;
 use salespulse_calls::{CallRow, CallSnapshot, CallState, Calls};
-use salespulse_cards::{CardRow, CardSnapshot, CardState, Cards};
+use salespulse_cards::{CardRow, CardSnapshot, CardState, Cards, PlanRow, Plans};
 use salespulse_core::clock::Clock;
 use salespulse_core::expo::{label_prefix, MetricType, MetricWriter};
 use salespulse_core::ledger::{Duplicate, Ledger};
@@ -196,6 +196,8 @@ pub struct Engine {
     /// The last rejected records, for the ingest view.
     rejects: view::RejectLog,
     split_log: RateLimited,
+    /// The plans in force; replaced whole by [`Engine::set_plans`] (a reload), read per scrape.
+    plans: RwLock<Arc<Plans>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -227,6 +229,7 @@ impl Engine {
             reject_log: RateLimited::new(std::time::Duration::from_secs(10)),
             rejects: view::RejectLog::default(),
             split_log: RateLimited::new(std::time::Duration::from_secs(60)),
+            plans: RwLock::new(Arc::new(Plans::default())),
         })
     }
 
@@ -239,6 +242,17 @@ impl Engine {
     /// topic's first record: partitions already seen keep how they decode.
     pub fn set_mapper(&self, topic: &str, mapper: Arc<dyn RecordMapper>) {
         self.mappers.write().insert(topic.to_owned(), mapper);
+    }
+
+    /// Replaces the plans in force (at start and on every successful reload); the next scrape
+    /// exports them.
+    pub fn set_plans(&self, plans: Plans) {
+        *self.plans.write() = Arc::new(plans);
+    }
+
+    /// The plans in force.
+    pub fn plans(&self) -> Arc<Plans> {
+        Arc::clone(&self.plans.read())
     }
 
     /// Takes one record to its outcome.
@@ -305,6 +319,12 @@ impl Engine {
     /// one writer per manager state at a time is what lets the window counters update without
     /// read-modify-write instructions.
     fn accept(&self, partition: &PartitionContext, ledger: &mut Ledger, event: &Event, record: &Record<'_>) -> Outcome {
+        // Amounts in two currencies are never summed: another currency is a rejection.
+        if let Some(currency) = &self.config.cards.commerce.currency {
+            if let Err(error) = salespulse_events::check_currency(event, currency) {
+                return self.reject(record, error.into());
+            }
+        }
         let now_ms = self.clock.now_ms();
         let ahead_ms = event.occurred_at_ms - now_ms;
         if ahead_ms > self.config.future_tolerance_ms {
@@ -576,6 +596,17 @@ impl Engine {
             .filter_map(|(row, labels)| Some(CardRow { labels, cards: row.cards.as_ref()? }))
             .collect();
         self.cards.render(&card_rows, out);
+        let plan_rows: Vec<PlanRow<'_>> = rows
+            .iter()
+            .zip(&labels)
+            .map(|(row, labels)| PlanRow {
+                labels,
+                manager: &row.manager,
+                team: row.team.as_deref(),
+                cards: row.cards.as_ref(),
+            })
+            .collect();
+        self.cards.render_plans(&plan_rows, &self.plans(), now_ms, out);
         let message_rows: Vec<MessageRow<'_>> = rows
             .iter()
             .filter_map(|row| {
@@ -590,12 +621,12 @@ impl Engine {
         // (the registry is rendered before the snapshot is taken).
         out.family("salespulse_managers", "Managers whose state is held.", MetricType::Gauge);
         out.sample("salespulse_managers", &[], rows.len() as f64);
-        let card_entries = |row: &Row| row.cards.as_ref().map_or(0, |c| c.join.cards + c.join.tasks);
+        let card_entries = |row: &Row| row.cards.as_ref().map_or(0, |c| c.join.cards + c.join.tasks + c.join.invoices);
         let dialogs = |row: &Row| row.messages.as_ref().map_or(0, |m| m.dialogs.held);
         let entries: u64 = rows.iter().map(|row| row.joins.entries + card_entries(row) + dialogs(row)).sum();
         out.family(
             "salespulse_join_state_entries",
-            "Entries of the cross-stream join state (calls awaiting a card change, recent changes, contacts, tasks, cards, dialogs).",
+            "Entries of the cross-stream join state (calls awaiting a card change, recent changes, contacts, tasks, cards, invoices, dialogs).",
             MetricType::Gauge,
         );
         out.sample("salespulse_join_state_entries", &[], entries as f64);

@@ -838,3 +838,75 @@ fn a_mapped_topic_applies_every_event_of_a_record_through_the_normal_path() {
     assert!(matches!(f.engine.ingest(&record("calls", 0, 0, &plain)), Outcome::Applied(_)));
     assert_eq!(f.engine.next_offset("raw", 0), Some(4));
 }
+
+mod commerce {
+    use std::collections::HashMap;
+
+    use salespulse_cards::{Plans, Target};
+
+    use super::*;
+
+    fn payment(id: &str, currency: Option<&str>) -> Vec<u8> {
+        let currency = currency.map_or(String::new(), |c| format!(r#","currency":"{c}""#));
+        format!(
+            r#"{{"kind":"card_change","event_id":"{id}","occurred_at":{T0},"manager_id":"m1","team":"north",
+            "card_id":"deal-1","card_type":"deal","change":"payment_received","invoice_id":"inv-{id}",
+            "amount":100{currency}}}"#
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn an_event_in_another_currency_is_rejected_with_a_reason() {
+        let f = fixture(|c| c.cards.commerce.currency = Some("RUB".into()));
+        let records =
+            [payment("a", Some("RUB")), payment("b", Some("usd")), payment("c", None), payment("d", Some("rub"))];
+        let outcomes: Vec<Outcome> =
+            records.iter().enumerate().map(|(i, p)| f.engine.ingest(&record("crm", 0, i as i64, p))).collect();
+        assert!(matches!(outcomes[0], Outcome::Applied(_)));
+        assert!(matches!(&outcomes[1], Outcome::Rejected(r) if r.reason() == "currency_mismatch"));
+        assert!(matches!(outcomes[2], Outcome::Applied(_)));
+        assert!(matches!(outcomes[3], Outcome::Applied(_)));
+        assert_eq!(f.counter("salespulse_events_rejected_total", ("reason", "currency_mismatch")), 1);
+        // Three payments summed, the dollars not among them.
+        assert_eq!(f.value(r#"salespulse_payments_received_amount_total{manager="m1",team="north"}"#), Some(300.0));
+        assert!(reject_reasons().any(|r| r == "currency_mismatch"));
+    }
+
+    #[test]
+    fn plans_replaced_mid_run_show_at_the_next_scrape() {
+        let f = fixture(|_| {});
+        f.engine.ingest(&record("crm", 0, 0, &payment("a", None)));
+        let won = format!(
+            r#"{{"kind":"card_change","event_id":"w","occurred_at":{T0},"manager_id":"m1","team":"north",
+            "card_id":"deal-2","card_type":"deal","change":"won","amount":250,"margin":50}}"#
+        );
+        f.engine.ingest(&record("crm", 0, 1, won.as_bytes()));
+        let series = |measure: &str| {
+            format!(r#"salespulse_plan_completion_ratio{{manager="m1",team="north",measure="{measure}"}}"#)
+        };
+        assert_eq!(f.value(&series("revenue")), None, "no plan yet");
+        assert_eq!(f.value(r#"salespulse_plan_fact{manager="m1",team="north",measure="revenue"}"#), Some(250.0));
+        f.engine.set_plans(Plans {
+            managers: HashMap::from([("m1".into(), Target { revenue: Some(1000.0), margin: Some(100.0) })]),
+            ..Plans::default()
+        });
+        assert_eq!(f.value(&series("revenue")), Some(0.25));
+        assert_eq!(f.value(&series("margin")), Some(0.5));
+        // The JSON view reads the same revenue completion.
+        let view = f.engine.team_view("1h").unwrap();
+        assert_eq!(view.managers[0].plan_completion, Some(0.25));
+        // The team counts payments from now on.
+        f.engine.set_plans(Plans {
+            managers: HashMap::from([("m1".into(), Target { revenue: Some(1000.0), margin: None })]),
+            teams: HashMap::from([(
+                "north".into(),
+                (Target::default(), Some(salespulse_cards::FactSource::PaymentReceived)),
+            )]),
+            ..Plans::default()
+        });
+        assert_eq!(f.value(&series("revenue")), Some(0.1));
+        assert_eq!(f.value(&series("margin")), None);
+        assert_eq!(f.engine.plans().managers.len(), 1);
+    }
+}

@@ -7,11 +7,12 @@
 //! the chosen window (a window no family of that stream exports).
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 use salespulse_anomaly::Signal;
 use salespulse_calls::CallSnapshot;
-use salespulse_cards::CardSnapshot;
+use salespulse_cards::{CardSnapshot, PlanStatus, Plans};
 use salespulse_core::window::WindowKind;
 use salespulse_events::{DecodeError, Kind};
 use salespulse_messages::MessageSnapshot;
@@ -302,9 +303,13 @@ impl Engine {
             });
             true
         });
+        // The plans and their period once per view, not per manager.
+        let plans = (self.plans(), self.cards.period_at(now_ms), now_ms);
         let managers = rows
             .into_iter()
-            .map(|(row, last_event_ms, calls_sparkline)| self.manager_row(row, label, last_event_ms, calls_sparkline))
+            .map(|(row, last_event_ms, calls_sparkline)| {
+                self.manager_row(row, label, last_event_ms, calls_sparkline, &plans)
+            })
             .collect();
         Some(TeamView {
             at_ms: now_ms,
@@ -315,7 +320,14 @@ impl Engine {
         })
     }
 
-    fn manager_row(&self, row: Row, label: &str, last_event_ms: i64, calls_sparkline: Option<Vec<u64>>) -> ManagerView {
+    fn manager_row(
+        &self,
+        row: Row,
+        label: &str,
+        last_event_ms: i64,
+        calls_sparkline: Option<Vec<u64>>,
+        (plans, period, now_ms): &(Arc<Plans>, (i64, i64), i64),
+    ) -> ManagerView {
         let windows = &self.config.windows;
         let calls = row.calls.as_ref().and_then(|calls| self.calls.window_values(calls, windows, label));
         let messages = row.messages.as_ref();
@@ -352,7 +364,16 @@ impl Engine {
             response_p90_seconds: messages.and_then(|m| self.messages.window_response_quantile(m, label, 0.9)),
             tasks_overdue: cards.map(|c| c.tasks_overdue),
             tasks_open: cards.map(|c| c.tasks_open),
-            plan_completion: None,
+            // Revenue completion, as `salespulse_plan_completion_ratio{measure="revenue"}`.
+            plan_completion: PlanStatus::of(
+                plans,
+                &row.manager,
+                row.team.as_deref(),
+                cards.map(|c| &c.commerce),
+                *period,
+                *now_ms,
+            )
+            .completion(0),
             silent: row.anomalies.silent,
             anomalies,
             calls_unlogged: row.joins.calls_unlogged,

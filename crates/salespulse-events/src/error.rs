@@ -14,6 +14,7 @@ pub const REJECT_REASONS: &[&str] = &[
     "unknown_kind",
     "kind_mismatch",
     "invalid_manager_id",
+    "currency_mismatch",
 ];
 
 /// A payload that is not a valid event. The `Display` form is meant for logs: it names the field
@@ -79,6 +80,15 @@ pub enum DecodeError {
         /// What was wrong (the value itself is not repeated: it may be a phone number).
         detail: &'static str,
     },
+    /// The event's `currency` is not the configured one: amounts in two currencies are never
+    /// summed ([`crate::check_currency`]).
+    #[error("currency `{actual}` is not the configured `{expected}`")]
+    CurrencyMismatch {
+        /// The configured currency.
+        expected: String,
+        /// The event's currency (a validated 3-letter code).
+        actual: String,
+    },
 }
 
 impl DecodeError {
@@ -95,6 +105,7 @@ impl DecodeError {
             DecodeError::UnknownKind { .. } => "unknown_kind",
             DecodeError::KindMismatch { .. } => "kind_mismatch",
             DecodeError::InvalidManagerId { .. } => "invalid_manager_id",
+            DecodeError::CurrencyMismatch { .. } => "currency_mismatch",
         }
     }
 
@@ -104,6 +115,7 @@ impl DecodeError {
             DecodeError::MissingField { field } | DecodeError::InvalidField { field, .. } => Some(field),
             DecodeError::UnknownKind { .. } | DecodeError::KindMismatch { .. } => Some("kind"),
             DecodeError::InvalidManagerId { .. } => Some("manager_id"),
+            DecodeError::CurrencyMismatch { .. } => Some("currency"),
             _ => None,
         }
     }
@@ -141,6 +153,11 @@ mod tests {
             (DecodeError::unknown_kind("sms"), "unknown_kind", Some("kind")),
             (DecodeError::KindMismatch { expected: Kind::Call, actual: Kind::Message }, "kind_mismatch", Some("kind")),
             (DecodeError::InvalidManagerId { detail: "phone-like" }, "invalid_manager_id", Some("manager_id")),
+            (
+                DecodeError::CurrencyMismatch { expected: "RUB".into(), actual: "USD".into() },
+                "currency_mismatch",
+                Some("currency"),
+            ),
         ];
         assert_eq!(cases.len(), REJECT_REASONS.len());
         for (err, reason, field) in cases {

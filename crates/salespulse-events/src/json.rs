@@ -156,6 +156,9 @@ fields! {
     TaskDueAt => "task_due_at",
     TaskDueFrom => "task_due_from",
     Amount => "amount",
+    Margin => "margin",
+    InvoiceId => "invoice_id",
+    Currency => "currency",
 }
 
 /// A map key: one of the contract's fields, or an unknown key to skip.
@@ -382,6 +385,9 @@ pub(crate) fn decode(payload: &[u8], expected: Option<Kind>) -> Result<Event> {
                 task_due_from: raw.time(F::TaskDueFrom)?,
                 amount: raw.number(F::Amount)?,
                 client_id: raw.string(F::ClientId)?,
+                margin: raw.number(F::Margin)?,
+                invoice_id: raw.string(F::InvoiceId)?,
+                currency: raw.string(F::Currency)?,
             }
             .check()?,
         ),
@@ -526,6 +532,9 @@ pub(crate) fn encode(event: &Event) -> Vec<u8> {
             w.opt_time("task_due_from", c.task_due_from_ms);
             w.opt_number("amount", c.amount);
             w.opt_str("client_id", c.client_id.as_deref());
+            w.opt_number("margin", c.margin);
+            w.opt_str("invoice_id", c.invoice_id.as_deref());
+            w.opt_str("currency", c.currency.as_deref());
         }
     }
     w.out.push('}');
@@ -559,6 +568,6 @@ mod tests {
         assert_eq!(F::from_key("amount"), Some(F::Amount));
         assert_eq!(F::from_key("Event_Id"), None);
         assert_eq!(F::from_key("text"), None);
-        assert_eq!(F::Amount as usize + 1, FIELD_COUNT);
+        assert_eq!(F::Currency as usize + 1, FIELD_COUNT);
     }
 }

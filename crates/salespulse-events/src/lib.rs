@@ -112,6 +112,19 @@ pub fn decode(payload: &[u8], encoding: Encoding, expected: Option<Kind>) -> Res
     }
 }
 
+/// Checks a decoded event against the configured currency: a card change whose `currency` is set
+/// and differs (ASCII case-insensitively) from `expected` is a [`DecodeError::CurrencyMismatch`]
+/// (reason `currency_mismatch`). An event without `currency` is taken to be in `expected`; calls
+/// and messages carry no amounts and always pass.
+pub fn check_currency(event: &Event, expected: &str) -> Result<(), DecodeError> {
+    match &event.body {
+        EventBody::CardChange(CardChange { currency: Some(actual), .. }) if !actual.eq_ignore_ascii_case(expected) => {
+            Err(DecodeError::CurrencyMismatch { expected: expected.to_owned(), actual: actual.clone() })
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Encodes `event` as canonical JSON: a flat object with a `kind` field first, times as RFC 3339
 /// UTC with milliseconds, absent optional fields left out, and a call's resolved talk time as
 /// `talk_seconds`.
@@ -208,6 +221,9 @@ mod tests {
                 task_due_from_ms: None,
                 amount: Some(125_000.5),
                 client_id: Some("cl-88213".into()),
+                margin: None,
+                invoice_id: None,
+                currency: None,
             }),
         }
     }
@@ -605,7 +621,7 @@ mod tests {
             (card_change_event(), |p| card(p).card_type = 0, err("missing_field", "card_type")),
             (card_change_event(), |p| card(p).card_type = 6, err("invalid_field", "card_type")),
             (card_change_event(), |p| card(p).change = 0, err("missing_field", "change")),
-            (card_change_event(), |p| card(p).change = 11, err("invalid_field", "change")),
+            (card_change_event(), |p| card(p).change = 99, err("invalid_field", "change")),
             (card_change_event(), |p| card(p).amount = Some(f64::NAN), err("invalid_field", "amount")),
             (
                 card_change_event(),
@@ -895,6 +911,11 @@ mod tests {
             (proptest::option::of(0.0f64..=100.0), proptest::option::of(any::<u32>()), proptest::option::of(text(30))),
             (time.clone(), time, proptest::option::of(proptest::num::f64::NORMAL | proptest::num::f64::ZERO)),
             proptest::option::of(text(30)),
+            (
+                proptest::option::of(proptest::num::f64::NORMAL | proptest::num::f64::ZERO),
+                proptest::option::of(text(30)),
+                proptest::option::of("[A-Z]{3}"),
+            ),
         )
             .prop_map(
                 |(
@@ -904,6 +925,7 @@ mod tests {
                     (pct, comment_length, task_id),
                     (due, due_from, amount),
                     client_id,
+                    (margin, invoice_id, currency),
                 )| {
                     event(
                         h,
@@ -921,6 +943,9 @@ mod tests {
                             task_due_from_ms: due_from,
                             amount,
                             client_id,
+                            margin,
+                            invoice_id,
+                            currency,
                         }),
                     )
                 },
@@ -970,5 +995,80 @@ mod tests {
             let at = ((pb.len() as f64) * cut) as usize;
             let _ = decode(&pb[..at], Encoding::Protobuf, None);
         }
+    }
+}
+
+#[cfg(test)]
+mod commerce_tests {
+    use super::*;
+
+    const PAYMENT: &str = r#"{"kind":"card_change","event_id":"e-1","occurred_at":1714557600000,"manager_id":"m-1",
+        "card_id":"deal-1","card_type":"deal","change":"payment_received","amount":1200.5,"margin":300,
+        "invoice_id":"inv-7","currency":"rub"}"#;
+
+    #[test]
+    fn commerce_fields_decode_in_both_encodings() {
+        let event = decode(PAYMENT.as_bytes(), Encoding::Json, None).unwrap();
+        let EventBody::CardChange(change) = &event.body else { panic!("not a card change") };
+        assert_eq!(change.change, CardChangeKind::PaymentReceived);
+        assert_eq!(change.amount, Some(1200.5));
+        assert_eq!(change.margin, Some(300.0));
+        assert_eq!(change.invoice_id.as_deref(), Some("inv-7"));
+        assert_eq!(change.currency.as_deref(), Some("RUB"));
+        assert_eq!(decode(&encode_protobuf(&event), Encoding::Protobuf, None).unwrap(), event);
+        assert_eq!(decode(&encode_json(&event), Encoding::Json, None).unwrap(), event);
+        for kind in ["meeting_scheduled", "meeting_held", "invoice_issued"] {
+            let payload = PAYMENT.replace("payment_received", kind);
+            let event = decode(payload.as_bytes(), Encoding::Json, None).unwrap();
+            let EventBody::CardChange(change) = &event.body else { panic!("not a card change") };
+            assert_eq!(change.change.as_str(), kind);
+            assert_eq!(decode(&encode_protobuf(&event), Encoding::Protobuf, None).unwrap(), event);
+        }
+    }
+
+    #[test]
+    fn bad_commerce_fields_are_rejected() {
+        let cases = [
+            (PAYMENT.replace("\"rub\"", "\"rubles\""), "invalid_field", Some("currency")),
+            (PAYMENT.replace("\"rub\"", "\"r1b\""), "invalid_field", Some("currency")),
+            (PAYMENT.replace("300", "\"300\""), "invalid_field", Some("margin")),
+            (PAYMENT.replace("\"inv-7\"", "7"), "invalid_field", Some("invoice_id")),
+        ];
+        for (payload, reason, field) in cases {
+            let err = decode(payload.as_bytes(), Encoding::Json, None).unwrap_err();
+            assert_eq!((err.reason(), err.field()), (reason, field), "{payload}");
+        }
+        let mut event = decode(PAYMENT.as_bytes(), Encoding::Json, None).unwrap();
+        let EventBody::CardChange(change) = &mut event.body else { panic!("not a card change") };
+        change.margin = Some(f64::INFINITY);
+        let err = decode(&encode_protobuf(&event), Encoding::Protobuf, None).unwrap_err();
+        assert_eq!(err.field(), Some("margin"));
+    }
+
+    #[test]
+    fn other_currencies_are_rejected() {
+        let event = decode(PAYMENT.as_bytes(), Encoding::Json, None).unwrap();
+        assert_eq!(check_currency(&event, "RUB"), Ok(()));
+        assert_eq!(check_currency(&event, "rub"), Ok(()));
+        let err = check_currency(&event, "EUR").unwrap_err();
+        assert_eq!((err.reason(), err.field()), ("currency_mismatch", Some("currency")));
+        assert!(REJECT_REASONS.contains(&err.reason()));
+        let without = PAYMENT.replace(",\n        \"invoice_id\":\"inv-7\",\"currency\":\"rub\"", "");
+        let without = without.replace(r#""currency":"rub""#, r#""currency":null"#);
+        let event = decode(without.as_bytes(), Encoding::Json, None).unwrap();
+        assert_eq!(check_currency(&event, "EUR"), Ok(()), "no currency: the configured one");
+    }
+
+    #[test]
+    fn an_old_consumer_sees_a_new_change_kind_as_an_unknown_enum_number() {
+        // What a consumer built before contract 1.1 does with CARD_CHANGE_KIND_PAYMENT_RECEIVED:
+        // the same thing this one does with a number it does not know.
+        let event = decode(PAYMENT.as_bytes(), Encoding::Json, None).unwrap();
+        let mut message = protobuf::to_proto(&event);
+        let Some(proto::event::Kind::CardChange(card)) = &mut message.kind else { panic!("not a card change") };
+        card.change = 99;
+        use prost::Message as _;
+        let err = decode(&message.encode_to_vec(), Encoding::Protobuf, None).unwrap_err();
+        assert_eq!((err.reason(), err.field()), ("invalid_field", Some("change")));
     }
 }

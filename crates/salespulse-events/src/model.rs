@@ -132,6 +132,14 @@ wire_enum! {
         Lost => "lost",
         /// The card's responsible manager changed.
         ResponsibleChanged => "responsible_changed",
+        /// A meeting with the client was scheduled on the card.
+        MeetingScheduled => "meeting_scheduled",
+        /// A meeting with the client took place.
+        MeetingHeld => "meeting_held",
+        /// An invoice was issued (`invoice_id`, `amount`).
+        InvoiceIssued => "invoice_issued",
+        /// A payment was received; it settles its invoice (`invoice_id`, `amount`).
+        PaymentReceived => "payment_received",
     }
 }
 
@@ -246,10 +254,17 @@ pub struct CardChange {
     pub task_due_at_ms: Option<i64>,
     /// For task reschedules: the previous due time, epoch milliseconds UTC.
     pub task_due_from_ms: Option<i64>,
-    /// The deal amount, in the CRM's currency.
+    /// The deal amount (or the invoice's, the payment's), in major units of `currency`.
     pub amount: Option<f64>,
     /// The client's id in the producer's system; never used as a metric label.
     pub client_id: Option<String>,
+    /// The deal's (invoice's, payment's) margin, in the same units as `amount`.
+    pub margin: Option<f64>,
+    /// For invoices and payments: the invoice's id (never a label); absent means the card's one
+    /// invoice.
+    pub invoice_id: Option<String>,
+    /// The ISO 4217 code of `amount` and `margin`, upper-cased; absent means the configured one.
+    pub currency: Option<String>,
 }
 
 #[cfg(test)]
@@ -321,6 +336,10 @@ mod tests {
                 "won",
                 "lost",
                 "responsible_changed",
+                "meeting_scheduled",
+                "meeting_held",
+                "invoice_issued",
+                "payment_received",
             ],
         );
         assert_eq!(Kind::CardChange.to_string(), "card_change");

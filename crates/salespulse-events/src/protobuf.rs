@@ -81,6 +81,10 @@ fn card_change_kind(p: proto::CardChangeKind) -> Option<CardChangeKind> {
         P::Won => Some(CardChangeKind::Won),
         P::Lost => Some(CardChangeKind::Lost),
         P::ResponsibleChanged => Some(CardChangeKind::ResponsibleChanged),
+        P::MeetingScheduled => Some(CardChangeKind::MeetingScheduled),
+        P::MeetingHeld => Some(CardChangeKind::MeetingHeld),
+        P::InvoiceIssued => Some(CardChangeKind::InvoiceIssued),
+        P::PaymentReceived => Some(CardChangeKind::PaymentReceived),
     }
 }
 
@@ -145,6 +149,9 @@ pub(crate) fn decode(payload: &[u8], expected: Option<Kind>) -> Result<Event> {
                 task_due_from: c.task_due_from,
                 amount: c.amount,
                 client_id: c.client_id,
+                margin: c.margin,
+                invoice_id: c.invoice_id,
+                currency: c.currency,
             }
             .check()?,
         ),
@@ -235,6 +242,10 @@ fn card_change_to_proto(c: &CardChange) -> proto::CardChange {
         CardChangeKind::Won => P::Won,
         CardChangeKind::Lost => P::Lost,
         CardChangeKind::ResponsibleChanged => P::ResponsibleChanged,
+        CardChangeKind::MeetingScheduled => P::MeetingScheduled,
+        CardChangeKind::MeetingHeld => P::MeetingHeld,
+        CardChangeKind::InvoiceIssued => P::InvoiceIssued,
+        CardChangeKind::PaymentReceived => P::PaymentReceived,
     };
     proto::CardChange {
         card_id: c.card_id.clone(),
@@ -250,5 +261,8 @@ fn card_change_to_proto(c: &CardChange) -> proto::CardChange {
         task_due_from: c.task_due_from_ms,
         amount: c.amount,
         client_id: c.client_id.clone(),
+        margin: c.margin,
+        invoice_id: c.invoice_id.clone(),
+        currency: c.currency.clone(),
     }
 }

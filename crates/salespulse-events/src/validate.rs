@@ -180,6 +180,9 @@ pub(crate) struct CardChangeIn {
     pub task_due_from: Option<i64>,
     pub amount: Option<f64>,
     pub client_id: Option<String>,
+    pub margin: Option<f64>,
+    pub invoice_id: Option<String>,
+    pub currency: Option<String>,
 }
 
 impl CardChangeIn {
@@ -197,6 +200,11 @@ impl CardChangeIn {
                 return Err(DecodeError::invalid("amount", "not a finite number"));
             }
         }
+        if let Some(margin) = self.margin {
+            if !margin.is_finite() {
+                return Err(DecodeError::invalid("margin", "not a finite number"));
+            }
+        }
         Ok(CardChange {
             card_id,
             card_type,
@@ -211,6 +219,9 @@ impl CardChangeIn {
             task_due_from_ms: optional_time("task_due_from", self.task_due_from)?,
             amount: self.amount,
             client_id: optional_id("client_id", self.client_id)?,
+            margin: self.margin,
+            invoice_id: optional_id("invoice_id", self.invoice_id)?,
+            currency: currency(self.currency)?,
         })
     }
 }
@@ -298,6 +309,16 @@ fn channel(value: Option<String>) -> Result<String> {
         Ok(s)
     } else {
         Ok(trimmed.to_ascii_lowercase())
+    }
+}
+
+/// An optional currency code: empty counts as absent; else 3 ASCII letters (ISO 4217), upper-cased.
+fn currency(value: Option<String>) -> Result<Option<String>> {
+    match value {
+        Some(s) if s.is_empty() => Ok(None),
+        Some(s) if s.len() == 3 && s.bytes().all(|b| b.is_ascii_alphabetic()) => Ok(Some(s.to_ascii_uppercase())),
+        Some(_) => Err(DecodeError::invalid("currency", "not a 3-letter ISO 4217 code")),
+        None => Ok(None),
     }
 }
 

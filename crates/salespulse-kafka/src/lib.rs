@@ -19,6 +19,7 @@ mod dlq;
 mod mock;
 mod producer;
 mod properties;
+mod raw;
 mod rebuild;
 mod status;
 
@@ -31,6 +32,7 @@ pub use dlq::{
 pub use mock::MockKafka;
 pub use producer::EventProducer;
 pub use properties::KafkaProperties;
+pub use raw::RawProducer;
 pub use status::Health;
 
 /// A Kafka client could not be created or used.

@@ -158,6 +158,10 @@ struct FileSpec {
     /// How many remembered values to keep at most.
     #[serde(default)]
     remember_capacity: Option<usize>,
+    /// The status the gateway answers an accepted webhook with (default 202; some vendors,
+    /// like Wazzup, insist on 200).
+    #[serde(default)]
+    accept_status: Option<u16>,
     /// How the gateway authenticates the source's webhooks.
     #[serde(default)]
     auth: Option<AuthSpec>,
@@ -250,6 +254,9 @@ const CARD_FIELDS: &[&str] = &[
     "task_due_from",
     "amount",
     "client_id",
+    "margin",
+    "invoice_id",
+    "currency",
 ];
 /// Fields written as JSON numbers (times are epoch milliseconds).
 const NUMBER_FIELDS: &[&str] = &[
@@ -263,6 +270,7 @@ const NUMBER_FIELDS: &[&str] = &[
     "task_due_at",
     "task_due_from",
     "amount",
+    "margin",
 ];
 /// Fields written as JSON booleans.
 const BOOL_FIELDS: &[&str] = &["new_dialog"];
@@ -316,6 +324,7 @@ pub struct Source {
     decoder: Decoder,
     zone: Tz,
     auth: Option<Auth>,
+    accept_status: u16,
     rules: Vec<Rule>,
     directory: Arc<Directory>,
     memory: Mutex<Memory>,
@@ -385,12 +394,17 @@ impl Source {
             rules.push(compiled);
         }
         let capacity = spec.remember_capacity.unwrap_or(DEFAULT_REMEMBER_CAPACITY).max(2);
+        let accept_status = spec.accept_status.unwrap_or(202);
+        if !(200..300).contains(&accept_status) {
+            return Err(error(format!("accept_status {accept_status} is not a 2xx status")));
+        }
         Ok(Source {
             name,
             description: spec.description,
             decoder,
             zone,
             auth,
+            accept_status,
             rules,
             directory,
             memory: Mutex::new(Memory::new(capacity)),
@@ -416,6 +430,11 @@ impl Source {
     /// How the gateway checks requests, if the source defines it.
     pub fn auth(&self) -> Option<&Auth> {
         self.auth.as_ref()
+    }
+
+    /// The 2xx status the gateway answers an accepted webhook with.
+    pub fn accept_status(&self) -> u16 {
+        self.accept_status
     }
 
     /// The rules' names, in order.

@@ -272,3 +272,32 @@ mod never_panics {
         }
     }
 }
+
+#[test]
+fn contract_1_1_card_fields_map() {
+    let source = inline(
+        r#"
+[[rules]]
+name = "payment"
+kind = "card_change"
+[rules.fields]
+event_id = "$.id"
+occurred_at = "time($.at, 'unix_s')"
+manager_id = "'m-1'"
+card_id = "$.deal"
+card_type = "'deal'"
+change = "'payment_received'"
+amount = "$.sum"
+margin = "$.margin"
+invoice_id = "$.invoice"
+currency = "'RUB'"
+"#,
+    );
+    let mapped =
+        source.map(br#"{"id":"p1","at":1714557590,"deal":"d1","sum":"1500.50","margin":"300","invoice":"inv-7"}"#);
+    assert!(mapped.errors.is_empty(), "{:?}", mapped.errors);
+    let salespulse_events::EventBody::CardChange(change) = &mapped.events[0].body else { unreachable!() };
+    assert_eq!(change.change.as_str(), "payment_received");
+    assert_eq!((change.amount, change.margin), (Some(1500.5), Some(300.0)));
+    assert_eq!((change.invoice_id.as_deref(), change.currency.as_deref()), (Some("inv-7"), Some("RUB")));
+}

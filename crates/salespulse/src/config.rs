@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use salespulse_calls::{CallExport, CallsConfig};
-use salespulse_cards::{CardExport, CardsConfig, PipelineConfig};
+use salespulse_cards::{CardExport, CardsConfig, CommerceConfig, Period, PipelineConfig, StageRule};
 use salespulse_core::window::{parse_minutes, ShiftConfig, Windows, WindowsConfig};
 use salespulse_engine::{AnomalySettings, EngineConfig, JoinConfig, TopicConfig};
 use salespulse_events::{Encoding, Kind};
@@ -44,6 +44,9 @@ pub struct FileConfig {
     /// Baselines and anomaly scores.
     #[serde(default)]
     pub anomalies: AnomaliesSection,
+    /// Sales plans: the reloadable plans file and the period.
+    #[serde(default)]
+    pub plans: PlansSection,
     /// Memory and input bounds.
     #[serde(default)]
     pub limits: LimitsSection,
@@ -53,6 +56,42 @@ pub struct FileConfig {
     /// Declarative source mappings for topics of foreign payloads (docs/sources/README.md).
     #[serde(default)]
     pub sources: Option<SourcesSection>,
+    /// The webhook gateway (`salespulse gateway`).
+    #[serde(default)]
+    pub gateway: GatewaySection,
+}
+
+/// `[gateway]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewaySection {
+    /// Address of `/hooks/<source>`, `/healthz` and `/metrics` of the gateway process.
+    pub listen: SocketAddr,
+    /// The public base URL vendors call (`https://hooks.example.com`), needed to check
+    /// signatures computed over the URL (Twilio); the hook path is appended.
+    pub public_url: Option<String>,
+    /// Largest body accepted; larger requests get 413.
+    pub max_body_bytes: usize,
+    /// Requests a second accepted per source, on average; more get 429.
+    pub rate_limit_per_second: f64,
+    /// Requests a source may send at once above the average rate.
+    pub rate_limit_burst: u32,
+    /// How long to wait for Kafka to acknowledge a webhook before answering 503 (the vendor retries).
+    #[serde(with = "humantime_serde")]
+    pub produce_timeout: Duration,
+}
+
+impl Default for GatewaySection {
+    fn default() -> Self {
+        GatewaySection {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9899)),
+            public_url: None,
+            max_body_bytes: 256 * 1024,
+            rate_limit_per_second: 100.0,
+            rate_limit_burst: 200,
+            produce_timeout: Duration::from_secs(5),
+        }
+    }
 }
 
 /// `[sources]`
@@ -443,6 +482,13 @@ pub struct CardsSection {
     pub max_tasks_per_manager: usize,
     /// Pipelines whose names and stages become label values; others fold into "other".
     pub pipelines: Vec<PipelineSection>,
+    /// The one currency amounts are in (ISO 4217); events naming another are rejected
+    /// (reason `currency_mismatch`). Unset: no check.
+    pub currency: Option<String>,
+    /// Open deals at or above this stage progress (percent) are hot.
+    pub hot_deal_progress_pct: f64,
+    /// Invoices tracked per manager (receivables and de-duplication of repeated invoices).
+    pub max_invoices_per_manager: usize,
 }
 
 impl Default for CardsSection {
@@ -453,6 +499,9 @@ impl Default for CardsSection {
             max_cards_per_manager: core.max_cards_per_manager,
             max_tasks_per_manager: core.max_tasks_per_manager,
             pipelines: Vec::new(),
+            currency: None,
+            hot_deal_progress_pct: core.commerce.hot_deal_progress_pct,
+            max_invoices_per_manager: core.commerce.max_invoices_per_manager,
         }
     }
 }
@@ -465,6 +514,31 @@ pub struct PipelineSection {
     pub name: String,
     /// Its stages in funnel order, as events spell them.
     pub stages: Vec<String>,
+    /// Progress (0..=100 percent) per stage, for the weighted pipeline and hot deals; wins over
+    /// the events' `stage_progress_pct`.
+    #[serde(default)]
+    pub progress: BTreeMap<String, f64>,
+    /// Per stage, how long an open deal may sit in it before it counts as stuck ("7d").
+    #[serde(default)]
+    pub stuck_after: BTreeMap<String, String>,
+}
+
+/// `[plans]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PlansSection {
+    /// The plans file (targets per manager and team); re-read on SIGHUP. Unset: no plans.
+    pub file: Option<std::path::PathBuf>,
+    /// The plan period: "month", "quarter" or "week".
+    pub period: String,
+    /// The zone periods are cut in; unset: `[windows] time_zone`.
+    pub time_zone: Option<String>,
+}
+
+impl Default for PlansSection {
+    fn default() -> Self {
+        PlansSection { file: None, period: "month".into(), time_zone: None }
+    }
 }
 
 /// `[joins]`
@@ -582,6 +656,8 @@ pub struct Settings {
     pub dead_letter: Option<DeadLetterConfig>,
     /// Basic auth and TLS of the HTTP listener.
     pub http_security: HttpSecurity,
+    /// The plans file, re-read on SIGHUP.
+    pub plans_file: Option<std::path::PathBuf>,
     /// Source mappings, when `[sources]` is configured.
     pub sources: Option<SourcesSettings>,
 }
@@ -652,6 +728,7 @@ impl FileConfig {
                 comments: export.comments.clone(),
                 thin_comments: export.thin_comments.clone(),
             },
+            commerce: self.commerce(&engine.windows).context("[cards]/[plans]")?,
         };
         engine.joins.unlogged_call_delay_ms = millis(self.joins.unlogged_call_delay);
         engine.anomalies.config.alpha = self.anomalies.alpha;
@@ -733,6 +810,10 @@ impl FileConfig {
             (None, false) => bail!("[kafka] topics: a topic names a mapping but there is no [sources] section"),
         };
         let http_security = self.http.security()?;
+        let plans_file = self.plans.file.clone();
+        if let Some(path) = &plans_file {
+            crate::plans::load(path)?;
+        }
         Ok(Settings {
             engine,
             ingest,
@@ -742,6 +823,52 @@ impl FileConfig {
             dead_letter,
             sources,
             http_security,
+            plans_file,
+        })
+    }
+
+    /// The commercial settings: currency, stage rules, plan period.
+    fn commerce(&self, windows: &Windows) -> anyhow::Result<CommerceConfig> {
+        let mut stages = Vec::new();
+        for pipeline in &self.cards.pipelines {
+            let mut names: Vec<&String> = pipeline.progress.keys().chain(pipeline.stuck_after.keys()).collect();
+            names.sort();
+            names.dedup();
+            for stage in names {
+                let stuck_after_ms = match pipeline.stuck_after.get(stage) {
+                    Some(text) => Some(millis(humantime::parse_duration(text).with_context(|| {
+                        format!("pipeline {:?} stuck_after {stage:?}: {text:?} is not a duration", pipeline.name)
+                    })?)),
+                    None => None,
+                };
+                stages.push(StageRule {
+                    pipeline: pipeline.name.clone(),
+                    stage: stage.clone(),
+                    progress_pct: pipeline.progress.get(stage).copied(),
+                    stuck_after_ms,
+                });
+            }
+        }
+        let currency = match &self.cards.currency {
+            Some(code) if code.len() == 3 && code.bytes().all(|b| b.is_ascii_alphabetic()) => {
+                Some(code.to_ascii_uppercase())
+            }
+            Some(code) => bail!("currency {code:?} is not a 3-letter ISO 4217 code"),
+            None => None,
+        };
+        let period = Period::parse(&self.plans.period)
+            .with_context(|| format!("period {:?}: expected month, quarter or week", self.plans.period))?;
+        let time_zone = match &self.plans.time_zone {
+            Some(name) => name.parse().map_err(|_| anyhow::anyhow!("time_zone {name:?} is not an IANA zone"))?,
+            None => windows.time_zone(),
+        };
+        Ok(CommerceConfig {
+            currency,
+            hot_deal_progress_pct: self.cards.hot_deal_progress_pct,
+            period,
+            time_zone,
+            stages,
+            max_invoices_per_manager: self.cards.max_invoices_per_manager,
         })
     }
 }

@@ -103,6 +103,12 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
             }
         }
     }
+    let reloads = crate::plans::Reloads::register(&registry)?;
+    if let Some(path) = &settings.plans_file {
+        if !reloads.reload(&engine, path) {
+            anyhow::bail!("the plans file {} cannot be loaded", path.display());
+        }
+    }
     let health = Arc::new(Health::default());
     let mut ingest = Ingest::new(&settings.ingest, Arc::clone(&engine), Arc::clone(&health), &registry)?;
     if let Some(dead_letter) = &settings.dead_letter {
@@ -113,6 +119,13 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
     let listener =
         tokio::net::TcpListener::bind(settings.listen).await.with_context(|| format!("binding {}", settings.listen))?;
     let address = listener.local_addr()?;
+    // Installed before the daemon says it listens, so a SIGHUP from then on is a reload, never
+    // the default action (terminate).
+    #[cfg(unix)]
+    let hangup =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).context("listening for SIGHUP")?;
+    #[cfg(not(unix))]
+    let hangup = ();
     let ready = Arc::clone(&health);
     let http_registry = registry.clone();
     let exporter = Arc::new(Exporter::new(Arc::clone(&engine), registry, Arc::new(move || ready.ready()))?);
@@ -142,6 +155,8 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         let _ = ingest_done.send(());
     })?;
 
+    let reload_task = tokio::spawn(reload_on_hangup(Arc::clone(&engine), settings.plans_file.clone(), reloads, hangup));
+
     let maintenance_engine = Arc::clone(&engine);
     let snapshot_path = settings.baseline_snapshot.clone();
     let maintenance = tokio::spawn(async move {
@@ -170,6 +185,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
     shutdown.await;
     stop.store(true, Ordering::Relaxed);
     maintenance.abort();
+    reload_task.abort();
     if tokio::time::timeout(STOP_TIMEOUT, ingest_stopped).await.is_err() {
         tracing::warn!("ingest did not stop within {STOP_TIMEOUT:?}; exiting anyway");
     }
@@ -185,6 +201,34 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+#[cfg(unix)]
+type Hangup = tokio::signal::unix::Signal;
+#[cfg(not(unix))]
+type Hangup = ();
+
+/// Re-reads the plans file on every SIGHUP, until aborted.
+async fn reload_on_hangup(
+    engine: Arc<Engine>,
+    path: Option<std::path::PathBuf>,
+    reloads: crate::plans::Reloads,
+    hangup: Hangup,
+) {
+    #[cfg(unix)]
+    {
+        let mut hangup = hangup;
+        while hangup.recv().await.is_some() {
+            match &path {
+                Some(path) => {
+                    reloads.reload(&engine, path);
+                }
+                None => tracing::info!("SIGHUP: no [plans] file configured, nothing to reload"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (engine, path, reloads, hangup);
 }
 
 fn save_baselines(engine: &Engine, path: &std::path::Path) {

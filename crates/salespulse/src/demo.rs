@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use rand::Rng;
-use salespulse_cards::PipelineConfig;
+use salespulse_cards::{PipelineConfig, StageRule};
 use salespulse_core::window::{ShiftConfig, Windows, WindowsConfig};
 use salespulse_engine::{EngineConfig, TopicConfig};
 use salespulse_events::{
@@ -60,6 +60,24 @@ pub fn run(listen: SocketAddr, managers: usize, events_per_second: f64) -> anyho
     let mut engine = EngineConfig::new(Windows::new(&windows).context("demo windows")?);
     engine.cards.pipelines =
         vec![PipelineConfig { name: "sales".into(), stages: STAGES.iter().map(|s| s.to_string()).collect() }];
+    // Money in roubles; stage progress for the weighted pipeline; deals "stuck" within minutes.
+    engine.cards.commerce.currency = Some("RUB".into());
+    for (stage, progress, stuck_minutes) in [
+        ("new", 0.0, None),
+        ("qualified", 20.0, Some(3)),
+        ("proposal", 40.0, Some(3)),
+        ("invoice", 70.0, Some(5)),
+        ("payment", 90.0, None),
+    ] {
+        engine.cards.commerce.stages.push(StageRule {
+            pipeline: "sales".into(),
+            stage: stage.into(),
+            progress_pct: Some(progress),
+            stuck_after_ms: stuck_minutes.map(|m: i64| m * 60_000),
+        });
+    }
+    let plans_file = std::env::temp_dir().join(format!("salespulse-demo-plans-{}.toml", std::process::id()));
+    std::fs::write(&plans_file, demo_plans(managers)).context("writing the demo plans file")?;
     // A short delay, so unlogged calls show up within minutes; likewise silence.
     engine.joins.unlogged_call_delay_ms = 2 * 60_000;
     engine.anomalies.silence_after_ms = 2 * 60_000;
@@ -82,6 +100,7 @@ pub fn run(listen: SocketAddr, managers: usize, events_per_second: f64) -> anyho
         sources: None,
         dead_letter: None,
         http_security: Default::default(),
+        plans_file: Some(plans_file.clone()),
     };
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -100,11 +119,30 @@ pub fn run(listen: SocketAddr, managers: usize, events_per_second: f64) -> anyho
         "  sidorov goes quiet after a minute (salespulse_silent, team scores below); smirnova answers chats slowly"
     );
     println!("  (salespulse_anomaly_score{{signal=\"response_time_p90\",basis=\"team\"}}); self scores need a few days of baseline");
+    println!(
+        "  plans:   {} (edit, then `kill -HUP {}` to reload: salespulse_plan_completion_ratio)",
+        plans_file.display(),
+        std::process::id()
+    );
     println!("  stop:    Ctrl-C");
     let result = daemon::block_on(daemon::run(settings, daemon::shutdown_signal()));
     stop.store(true, Ordering::Relaxed);
     let _ = simulator.join();
+    let _ = std::fs::remove_file(&plans_file);
     result
+}
+
+/// Monthly plans for the simulated team: the busier managers (the first ones) get more.
+fn demo_plans(managers: usize) -> String {
+    let mut text = String::from("# The demo's plans; edit and send SIGHUP to reload.\nfact = \"won\"\n");
+    for (i, name) in NAMES.iter().enumerate().take(managers.clamp(1, 1000)) {
+        let revenue = 3_000_000 - i as u64 * 200_000;
+        text.push_str(&format!("\n[managers.{name}]\nrevenue = {revenue}\nmargin = {}\n", revenue / 4));
+    }
+    text.push_str(
+        "\n[teams.north]\nrevenue = 12000000\n\n[teams.south]\nrevenue = 10000000\nfact = \"payment_received\"\n",
+    );
+    text
 }
 
 /// A simulated team: who calls, chats and updates the CRM, how often, how long.
@@ -225,14 +263,29 @@ fn simulated_card_change(rng: &mut impl Rng, sequence: u64, manager: &str, team:
     let deal = rng.random_range(0..12);
     let roll = rng.random::<f64>();
     let (change, card_type) = match roll {
-        r if r < 0.40 => (CardChangeKind::CommentAdded, CardType::Deal),
-        r if r < 0.62 => (CardChangeKind::StageChanged, CardType::Deal),
-        r if r < 0.75 => (CardChangeKind::TaskCreated, CardType::Deal),
-        r if r < 0.85 => (CardChangeKind::TaskRescheduled, CardType::Deal),
-        r if r < 0.95 => (CardChangeKind::TaskCompleted, CardType::Deal),
-        r if r < 0.98 => (CardChangeKind::Won, CardType::Deal),
+        r if r < 0.30 => (CardChangeKind::CommentAdded, CardType::Deal),
+        r if r < 0.46 => (CardChangeKind::StageChanged, CardType::Deal),
+        r if r < 0.54 => (CardChangeKind::TaskCreated, CardType::Deal),
+        r if r < 0.60 => (CardChangeKind::TaskRescheduled, CardType::Deal),
+        r if r < 0.66 => (CardChangeKind::TaskCompleted, CardType::Deal),
+        r if r < 0.72 => (CardChangeKind::MeetingScheduled, CardType::Deal),
+        r if r < 0.78 => (CardChangeKind::MeetingHeld, CardType::Deal),
+        r if r < 0.84 => (CardChangeKind::InvoiceIssued, CardType::Deal),
+        r if r < 0.89 => (CardChangeKind::PaymentReceived, CardType::Deal),
+        r if r < 0.93 => (CardChangeKind::Created, CardType::Deal),
+        r if r < 0.97 => (CardChangeKind::Won, CardType::Deal),
         _ => (CardChangeKind::Lost, CardType::Deal),
     };
+    // Each deal has a fixed amount and margin; invoices and payments are for the whole deal.
+    let deal_amount = ((deal as u64 * 7 + manager.len() as u64 * 3) % 20 + 1) as f64 * 25_000.0;
+    let money = matches!(change, CardChangeKind::InvoiceIssued | CardChangeKind::PaymentReceived);
+    let carries_amount = money
+        || matches!(
+            change,
+            CardChangeKind::Created | CardChangeKind::StageChanged | CardChangeKind::Won | CardChangeKind::Lost
+        );
+    // Now and then a payment in dollars: rejected (currency_mismatch), never summed with roubles.
+    let currency = if money && rng.random_bool(0.02) { "USD" } else { "RUB" };
     let stage = rng.random_range(1..STAGES.len());
     let task =
         matches!(change, CardChangeKind::TaskCreated | CardChangeKind::TaskRescheduled | CardChangeKind::TaskCompleted);
@@ -248,7 +301,11 @@ fn simulated_card_change(rng: &mut impl Rng, sequence: u64, manager: &str, team:
             change,
             pipeline: Some("sales".into()),
             stage_from: (change == CardChangeKind::StageChanged).then(|| STAGES[stage - 1].to_owned()),
-            stage_to: (change == CardChangeKind::StageChanged).then(|| STAGES[stage].to_owned()),
+            stage_to: match change {
+                CardChangeKind::StageChanged => Some(STAGES[stage].to_owned()),
+                CardChangeKind::Created => Some(STAGES[0].to_owned()),
+                _ => None,
+            },
             stage_progress_pct: None,
             // A quarter of the comments are "Called"-style one-liners.
             comment_length: (change == CardChangeKind::CommentAdded).then(|| {
@@ -261,9 +318,12 @@ fn simulated_card_change(rng: &mut impl Rng, sequence: u64, manager: &str, team:
             task_id: task.then(|| format!("task-{manager}-{deal}")),
             task_due_at_ms: task.then(|| now + rng.random_range(-30..240) * 60_000),
             task_due_from_ms: None,
-            amount: matches!(change, CardChangeKind::Won | CardChangeKind::Lost)
-                .then(|| rng.random_range(10..500) as f64 * 1000.0),
+            amount: carries_amount.then_some(deal_amount),
             client_id: Some(client(rng, manager)),
+            margin: carries_amount.then_some(deal_amount * 0.3),
+            // A new invoice per deal every ten minutes, so money keeps moving in a long demo.
+            invoice_id: money.then(|| format!("inv-{manager}-{deal}-{}", now / 600_000)),
+            currency: Some(currency.into()),
         }),
     }
 }

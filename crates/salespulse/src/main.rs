@@ -6,7 +6,9 @@
 mod config;
 mod daemon;
 mod demo;
+mod gateway;
 mod loadgen;
+mod plans;
 mod secrets;
 mod sources;
 
@@ -75,6 +77,12 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Receive webhooks at /hooks/<source> and write them to the sources' raw Kafka topics.
+    Gateway {
+        /// The TOML configuration file ([gateway], [sources], and topics with a `mapping`).
+        #[arg(long, short, default_value = "salespulse.toml")]
+        config: PathBuf,
+    },
     /// Develop and validate declarative source mappings (docs/sources/README.md).
     Sources {
         #[command(subcommand)]
@@ -128,6 +136,11 @@ fn main() -> ExitCode {
             sources::test(&mapping, directory.as_deref(), &payloads)
         }
         Command::Sources { command: SourcesCommand::Check { config } } => sources::check(&config),
+        Command::Gateway { config } => config::load(&config).and_then(|file| {
+            let settings = file.settings()?;
+            daemon::init_logging(&settings.log)?;
+            daemon::block_on(gateway::run(settings, file.gateway.clone(), daemon::shutdown_signal()))
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
