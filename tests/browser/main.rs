@@ -163,6 +163,7 @@ fn live_page_and_api_against_a_real_broker() {
         (body["kafka"]["up"] == true).then_some(body)
     });
     assert!(kafka_up["kafka"]["contact_age_seconds"].as_f64().is_some(), "{kafka_up}");
+    assert_eq!(kafka_up["sources"], serde_json::json!([]), "no source mapping configured");
     let age = calls_topic["record_age_seconds"].as_f64().expect("the Kafka client reports the topic");
     assert!((0.0..120.0).contains(&age), "{age}");
     let recent = &ingest_json["recent_rejects"][0];

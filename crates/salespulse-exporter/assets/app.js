@@ -249,6 +249,17 @@
       cell(tr, s.last_event_at_ms === null ? "–" : duration(Math.max(0, ingest.at_ms - s.last_event_at_ms) / 1000));
       streams.appendChild(tr);
     }
+    const sources = $("#sources tbody");
+    sources.replaceChildren();
+    for (const s of ingest.sources) {
+      const tr = document.createElement("tr");
+      tr.dataset.source = s.source;
+      cell(tr, s.source);
+      cell(tr, number(s.events));
+      cell(tr, number(s.errors), s.errors ? "bad" : "");
+      sources.appendChild(tr);
+    }
+    $("#sources").hidden = ingest.sources.length === 0;
     const rejectedTotal = Object.values(ingest.rejected).reduce((a, b) => a + b, 0);
     const kafka = ingest.kafka.up === null ? "" : ingest.kafka.up ? "Kafka up · " : "Kafka DOWN (last contact " + duration(ingest.kafka.contact_age_seconds) + " ago) · ";
     $("#ingest-totals").textContent =

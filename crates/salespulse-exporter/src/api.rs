@@ -121,6 +121,8 @@ struct KafkaStatus {
     contact_age_seconds: Option<f64>,
     /// Per subscribed topic: seconds since its last record arrived.
     record_age_seconds: Vec<(String, f64)>,
+    /// Per source mapping, summed over its rules: `(source, events produced, items not mapped)`.
+    sources: Vec<(String, u64, u64)>,
 }
 
 impl KafkaStatus {
@@ -140,9 +142,29 @@ impl KafkaStatus {
                         }
                     }
                 }
+                name @ ("salespulse_source_events_total" | "salespulse_source_errors_total") => {
+                    let errors = name == "salespulse_source_errors_total";
+                    for metric in family.get_metric() {
+                        let Some(source) = metric.get_label().iter().find(|l| l.name() == "source") else { continue };
+                        let count = metric.get_counter().get_value() as u64;
+                        let entry = match status.sources.iter().position(|(s, _, _)| s == source.value()) {
+                            Some(i) => &mut status.sources[i],
+                            None => {
+                                status.sources.push((source.value().to_owned(), 0, 0));
+                                status.sources.last_mut().expect("just pushed")
+                            }
+                        };
+                        if errors {
+                            entry.2 += count;
+                        } else {
+                            entry.1 += count;
+                        }
+                    }
+                }
                 _ => {}
             }
         }
+        status.sources.sort();
         status
     }
 
@@ -279,6 +301,11 @@ fn ingest_json(view: &IngestView, kafka: &KafkaStatus) -> Value {
         "overflow": view.overflow,
         "managers": view.managers,
         "kafka": { "up": kafka.up, "contact_age_seconds": kafka.contact_age_seconds },
+        "sources": kafka
+            .sources
+            .iter()
+            .map(|(source, events, errors)| json!({ "source": source, "events": events, "errors": errors }))
+            .collect::<Vec<Value>>(),
         "recent_rejects": recent,
     })
 }
@@ -361,6 +388,16 @@ mod tests {
         call(&engine, 0, "ann", "north", 60_000);
         call(&engine, 1, "ann", "north", 30 * 60_000);
         call(&engine, 2, "bob", "south", 60_000);
+        // A source mapping's counters, as salespulse-sources registers them.
+        let source_events = prometheus::IntCounterVec::new(
+            prometheus::Opts::new("salespulse_source_events_total", "events"),
+            &["source", "rule"],
+        )
+        .unwrap();
+        registry.register(Box::new(source_events.clone())).unwrap();
+        source_events.with_label_values(&["twilio", "call"]).inc_by(3);
+        source_events.with_label_values(&["twilio", "sms"]).inc_by(2);
+        source_events.with_label_values(&["amocrm", "lead"]).inc();
         let exporter = Arc::new(Exporter::new(Arc::clone(&engine), registry, Arc::new(|| true)).unwrap());
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
         let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
@@ -406,6 +443,13 @@ mod tests {
         let ingest: Value = serde_json::from_str(&body).unwrap();
         assert_eq!(ingest["streams"][0]["applied"], 3);
         assert_eq!(ingest["kafka"]["up"], Value::Null, "no Kafka client registered its gauges");
+        assert_eq!(
+            ingest["sources"],
+            serde_json::json!([
+                {"source": "amocrm", "events": 1, "errors": 0},
+                {"source": "twilio", "events": 5, "errors": 0}
+            ])
+        );
 
         // The page and its assets come from the binary.
         for (path, content_type) in [
