@@ -61,6 +61,8 @@ OUTCOMES = (
     "salespulse_managers_overflow_events_total",
 )
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+# Prometheus' default scrape_timeout.
+SCRAPE_TIMEOUT = 10.0
 
 
 def log(message):
@@ -229,6 +231,7 @@ def consume_run(broker, topic, events, workdir, scrape_interval=None):
     group = f"bench-{topic}-{time.time_ns()}"
     daemon = Daemon(broker, [topic], group, workdir)
     scrapes = []
+    failed_scrapes = []
     stop_scraping = threading.Event()
     try:
         first = daemon.wait_until("the first record", lambda: (lambda n: (time.perf_counter(), n) if n > 0 else None)(
@@ -239,8 +242,13 @@ def consume_run(broker, topic, events, workdir, scrape_interval=None):
         def scraper():
             while not stop_scraping.wait(scrape_interval):
                 begin = time.perf_counter()
-                _, body = http_get(daemon.url + "/metrics", accept="application/openmetrics-text; version=1.0.0")
-                scrapes.append((time.perf_counter() - begin, len(body)))
+                try:
+                    _, body = http_get(daemon.url + "/metrics", accept="application/openmetrics-text; version=1.0.0",
+                                       timeout=SCRAPE_TIMEOUT)
+                    scrapes.append((time.perf_counter() - begin, len(body)))
+                except (urllib.error.URLError, OSError):
+                    # Prometheus would record a failed scrape (scrape_timeout); so does the report.
+                    failed_scrapes.append(time.perf_counter() - begin)
 
         thread = None
         if scrape_interval:
@@ -254,7 +262,7 @@ def consume_run(broker, topic, events, workdir, scrape_interval=None):
         if thread:
             thread.join(timeout=60)
         peak_rss = proc_peak_rss(daemon.process.pid)
-        _, body = http_get(daemon.url + "/metrics")
+        _, body = http_get(daemon.url + "/metrics", timeout=300)
         totals = parse_samples(body.decode(), set(OUTCOMES) | {"salespulse_managers"})
         counted = events - done_at_start
         result = {
@@ -267,14 +275,16 @@ def consume_run(broker, topic, events, workdir, scrape_interval=None):
             "applied": totals.get("salespulse_events_applied_total", 0),
             "not_applied": sum(v for k, v in totals.items() if k in OUTCOMES[1:]),
         }
-        if scrapes:
-            latencies = sorted(s[0] for s in scrapes)
+        if scrapes or failed_scrapes:
+            # A failed scrape counts at the timeout, so it lands in the tail where it belongs.
+            latencies = sorted([s[0] for s in scrapes] + [SCRAPE_TIMEOUT] * len(failed_scrapes))
             result["scrape"] = {
                 "count": len(latencies),
+                "failed": len(failed_scrapes),
                 "p50_ms": 1000 * percentile(latencies, 0.50),
                 "p99_ms": 1000 * percentile(latencies, 0.99),
                 "max_ms": 1000 * latencies[-1],
-                "body_bytes": statistics.median(s[1] for s in scrapes),
+                "body_bytes": statistics.median(s[1] for s in scrapes) if scrapes else 0,
             }
         return result
     finally:
@@ -387,7 +397,8 @@ def main():
                              "ratio_kcat": ours["events_per_s"] / kcat["events_per_s"],
                              "ratio_perf_test": ours["events_per_s"] / perf["events_per_s"]})
             throughput[encoding] = {"bytes": size, "runs": runs}
-        results["throughput"] = throughput
+            results["throughput"] = throughput
+            save(results)
 
         by_managers = {}
         for managers in (1_000, 10_000, 100_000):
@@ -402,7 +413,8 @@ def main():
                     f"{quiet['peak_rss'] / 2**20:.0f} MiB for {quiet['managers']:.0f} managers")
                 runs.append({"quiet": quiet, "scraped": scraped})
             by_managers[managers] = runs
-        results["by_managers"] = {str(k): v for k, v in by_managers.items()}
+            results["by_managers"] = {str(k): v for k, v in by_managers.items()}
+            save(results)
 
         rebuild_topic = f"bench-{run_id}-rebuild"
         loadgen(broker, rebuild_topic, args.rebuild_events, 10_000, "protobuf", 99)
@@ -412,15 +424,21 @@ def main():
         broker.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
-    path = os.path.join(OUT_DIR, "results.json")
-    with open(path, "w") as f:
-        json.dump(results, f, indent=1)
+    path = save(results)
     report = render_report(results)
     print(report)
     log(f"results in {path}")
     if not args.no_doc:
         write_doc(report)
         plot(results)
+
+
+def save(results):
+    """Writes what is measured so far, so a failure late in the run keeps the earlier phases."""
+    path = os.path.join(OUT_DIR, "results.json")
+    with open(path, "w") as f:
+        json.dump(results, f, indent=1)
+    return path
 
 
 def render_report(results):
@@ -453,9 +471,9 @@ def render_report(results):
         f"**By manager count** (protobuf; full OpenMetrics scrape every {results['scrape_interval_s']} s "
         "while ingesting; memory target 64 MiB + 16 KiB per manager):",
         "",
-        "| managers | ev/s quiet | ev/s scraped | scraped / quiet | scrape p50 ms | p99 ms | body MB | "
-        "peak RSS MiB | RSS target MiB |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| managers | ev/s quiet | ev/s scraped | scraped / quiet | scrape p50 ms | p99 ms | failed (10 s) | "
+        "body MB | peak RSS MiB | RSS target MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for managers, runs in results["by_managers"].items():
         quiet = [r["quiet"] for r in runs]
@@ -468,8 +486,9 @@ def render_report(results):
         p50 = statistics.median(x["p50_ms"] for x in scrapes) if scrapes else float("nan")
         p99 = max(x["p99_ms"] for x in scrapes) if scrapes else float("nan")
         body = statistics.median(x["body_bytes"] for x in scrapes) / 1e6 if scrapes else float("nan")
+        failed = f"{sum(x.get('failed', 0) for x in scrapes)} of {sum(x['count'] for x in scrapes)}"
         lines.append(f"| {int(float(managers)):,} ({active:,.0f} active) | {q:,.0f} | {s:,.0f} | {s / q:.2f} | "
-                     f"{p50:.0f} | {p99:.0f} | {body:.1f} | {rss:.0f} | {target:.0f} |")
+                     f"{p50:.0f} | {p99:.0f} | {failed} | {body:.1f} | {rss:.0f} | {target:.0f} |")
     rebuild = results.get("rebuild", {})
     lines.append("")
     if rebuild.get("available"):
