@@ -198,6 +198,14 @@ impl Ingest {
             .set("partition.assignment.strategy", "range")
             // The statistics tell whether a broker connection is up (`salespulse_kafka_up`).
             .set("statistics.interval.ms", "1000")
+            // Keep the local fetch queue full while a backlog is applied (catch-up, rebuild).
+            // librdkafka's defaults pause a partition's fetching for a whole second once its
+            // queue passes 100,000 records, and ingest then idles on an empty queue: measured on
+            // the `make bench` topic (2M protobuf events, 8 partitions), 121k events/s with the
+            // defaults, 237k with these. The queue stays bounded by queued.max.messages.kbytes
+            // (64 MiB), as before.
+            .set("fetch.queue.backoff.ms", "10")
+            .set("queued.min.messages", "1000000")
             .set_log_level(RDKafkaLogLevel::Warning);
         for (key, value) in config.properties.iter() {
             client.set(key, value);
