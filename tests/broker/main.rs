@@ -15,36 +15,7 @@ use std::time::Duration;
 
 use salespulse_events::{Call, CallDirection, CallStatus, Event, EventBody, Message, MessageDirection};
 use salespulse_kafka::{create_topics, EventProducer};
-use support::{bootstrap, free_port, get, now_ms, unique, value, wait_for, write_config, Daemon};
-
-fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms).unwrap().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
-/// Produces the JSON fixture lines (`key<TAB>value`) with kcat, times filled in relative to `now`
-/// (`@AGO_<minutes>@` is that many minutes before `now`, in epoch milliseconds).
-fn kcat_produce(bootstrap: &str, topic: &str, fixture: &str, now: i64) {
-    let mut fixture = fixture.to_owned();
-    while let Some(start) = fixture.find("@AGO_") {
-        let end = start + 5 + fixture[start + 5..].find('@').expect("closing @");
-        let minutes: i64 = fixture[start + 5..end].parse().expect("minutes");
-        fixture.replace_range(start..=end, &(now - minutes * 60_000).to_string());
-    }
-    let text = fixture
-        .replace("@NOW_MS@", &now.to_string())
-        .replace("@MS_AGO_60@", &(now - 60_000).to_string())
-        .replace("@MS_AGO_120@", &(now - 120_000).to_string())
-        .replace("@RFC3339_NOW@", &rfc3339(now))
-        .replace("@RFC3339_AGO_120@", &rfc3339(now - 120_000));
-    let mut kcat = Command::new("kcat")
-        .args(["-P", "-b", bootstrap, "-t", topic, "-K", "\t", "-H", "content-type=application/json", "-z", "none"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("kcat must be installed (make test installs it)");
-    kcat.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-    let status = kcat.wait().unwrap();
-    assert!(status.success(), "kcat failed: {status}");
-}
+use support::{bootstrap, free_port, get, kcat_produce, now_ms, unique, value, wait_for, write_config, Daemon};
 
 fn proto_call(
     id: &str,

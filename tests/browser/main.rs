@@ -9,7 +9,6 @@
 #[path = "../support/mod.rs"]
 mod support;
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -17,28 +16,9 @@ use std::time::Duration;
 
 use salespulse_kafka::create_topics;
 use serde_json::Value;
-use support::{bootstrap, free_port, get, now_ms, unique, wait_for, write_config, Daemon};
+use support::{bootstrap, free_port, get, kcat_produce, now_ms, unique, wait_for, write_config, Daemon};
 
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
-
-/// Produces fixture lines (`key<TAB>value`) with kcat; `@AGO_<minutes>@` becomes that many minutes
-/// before `now`, in epoch milliseconds.
-fn kcat_produce(bootstrap: &str, topic: &str, fixture: &str, now: i64) {
-    let mut text = fixture.to_owned();
-    while let Some(start) = text.find("@AGO_") {
-        let end = start + 5 + text[start + 5..].find('@').expect("closing @");
-        let minutes: i64 = text[start + 5..end].parse().expect("minutes");
-        text.replace_range(start..=end, &(now - minutes * 60_000).to_string());
-    }
-    let mut kcat = Command::new("kcat")
-        .args(["-P", "-b", bootstrap, "-t", topic, "-K", "\t", "-H", "content-type=application/json", "-z", "none"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("kcat must be installed (make test installs it)");
-    kcat.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-    let status = kcat.wait().unwrap();
-    assert!(status.success(), "kcat failed: {status}");
-}
 
 fn get_json(daemon: &Daemon, path: &str) -> (u16, Value, String) {
     let answer = get(&daemon.url(path), None).unwrap_or_else(|| panic!("{path} did not answer"));

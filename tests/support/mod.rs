@@ -2,7 +2,7 @@
 //! wait for conditions (never a fixed sleep), stop it by PID.
 #![allow(dead_code)]
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -154,4 +154,34 @@ pub fn write_config(
     );
     std::fs::write(&path, text).expect("writing the config");
     path
+}
+
+/// An RFC 3339 time with milliseconds in UTC.
+pub fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms).unwrap().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Produces the JSON fixture lines (`key<TAB>value`) with kcat, times filled in relative to `now`
+/// (`@AGO_<minutes>@` is that many minutes before `now`, in epoch milliseconds).
+pub fn kcat_produce(bootstrap: &str, topic: &str, fixture: &str, now: i64) {
+    let mut fixture = fixture.to_owned();
+    while let Some(start) = fixture.find("@AGO_") {
+        let end = start + 5 + fixture[start + 5..].find('@').expect("closing @");
+        let minutes: i64 = fixture[start + 5..end].parse().expect("minutes");
+        fixture.replace_range(start..=end, &(now - minutes * 60_000).to_string());
+    }
+    let text = fixture
+        .replace("@NOW_MS@", &now.to_string())
+        .replace("@MS_AGO_60@", &(now - 60_000).to_string())
+        .replace("@MS_AGO_120@", &(now - 120_000).to_string())
+        .replace("@RFC3339_NOW@", &rfc3339(now))
+        .replace("@RFC3339_AGO_120@", &rfc3339(now - 120_000));
+    let mut kcat = Command::new("kcat")
+        .args(["-P", "-b", bootstrap, "-t", topic, "-K", "\t", "-H", "content-type=application/json", "-z", "none"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("kcat must be installed (make test installs it)");
+    kcat.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let status = kcat.wait().unwrap();
+    assert!(status.success(), "kcat failed: {status}");
 }

@@ -553,14 +553,7 @@ impl Engine {
         let plan = windows.plan(now_ms);
         let mut rows: Vec<Row> = Vec::with_capacity(self.table.len());
         self.table.for_each(|_, manager, entry| {
-            let mut row = self.snapshot_row(manager, entry, &plan, now_ms);
-            row.joins = entry.state.joins.get().map_or_else(JoinCounts::default, |join| {
-                let mut join = join.lock();
-                join.expire(now_ms);
-                join.counts()
-            });
-            row.anomalies = self.row_anomalies(&row, &entry.state, entry.last_update_ms(), now_ms);
-            rows.push(row);
+            rows.push(self.full_row(manager, entry, &plan, now_ms));
         });
         // A manager whose events came through several partition groups is one series: merge.
         rows.sort_unstable_by(|a, b| a.manager.cmp(&b.manager));
@@ -568,13 +561,7 @@ impl Engine {
             if later.manager != kept.manager {
                 return false;
             }
-            merge_option(&mut kept.calls, later.calls.take(), CallSnapshot::merge);
-            merge_option(&mut kept.cards, later.cards.take(), CardSnapshot::merge);
-            merge_option(&mut kept.messages, later.messages.take(), MessageSnapshot::merge);
-            kept.joins.merge(&later.joins);
-            if kept.team.is_none() {
-                kept.team = later.team.take();
-            }
+            kept.absorb(later);
             true
         });
         let labels: Vec<String> = rows
@@ -657,8 +644,21 @@ impl Engine {
 }
 
 impl Engine {
+    /// A manager's whole row at the instant of `plan`: stream snapshots, join counts (expired to
+    /// `now_ms` first) and anomaly scores. What a scrape and the JSON view both show.
+    fn full_row(&self, manager: &Arc<str>, entry: &Entry<ManagerState>, plan: &ReadPlan, now_ms: i64) -> Row {
+        let mut row = self.snapshot_row(manager, entry, plan, now_ms);
+        row.joins = entry.state.joins.get().map_or_else(JoinCounts::default, |join| {
+            let mut join = join.lock();
+            join.expire(now_ms);
+            join.counts()
+        });
+        row.anomalies = self.row_anomalies(&row, &entry.state, entry.last_update_ms(), now_ms);
+        row
+    }
+
     /// A manager's stream snapshots at the instant of `plan` (join counts and anomalies are
-    /// filled in by the caller).
+    /// filled in by [`Engine::full_row`]).
     fn snapshot_row(&self, manager: &Arc<str>, entry: &Entry<ManagerState>, plan: &ReadPlan, now_ms: i64) -> Row {
         let windows = &self.config.windows;
         let state = &entry.state;
@@ -680,6 +680,19 @@ fn merge_option<T>(kept: &mut Option<T>, later: Option<T>, merge: fn(&mut T, &T)
         (Some(mine), Some(theirs)) => merge(mine, &theirs),
         (None, theirs) => *kept = theirs,
         (Some(_), None) => {}
+    }
+}
+
+impl Row {
+    /// Folds `later`, the same manager's row from another partition group, into this one.
+    fn absorb(&mut self, later: &mut Row) {
+        merge_option(&mut self.calls, later.calls.take(), CallSnapshot::merge);
+        merge_option(&mut self.cards, later.cards.take(), CardSnapshot::merge);
+        merge_option(&mut self.messages, later.messages.take(), MessageSnapshot::merge);
+        self.joins.merge(&later.joins);
+        if self.team.is_none() {
+            self.team = later.team.take();
+        }
     }
 }
 

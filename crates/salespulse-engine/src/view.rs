@@ -1,8 +1,8 @@
 //! A structured read of the state for the live page and the JSON API: typed rows per manager
 //! for one chosen window, and the ingest figures an operator debugging a source needs.
 //!
-//! The rows come from the same snapshots a scrape renders (`Engine::snapshot_row`, merged across
-//! partition groups the same way), so the page and `/metrics` never disagree. A value is `None`
+//! The rows come from the same snapshots a scrape renders (`Engine::full_row`, merged across
+//! partition groups by `Row::absorb`), so the page and `/metrics` never disagree. A value is `None`
 //! where the manager has no state of its stream yet, or where the stream keeps no counters for
 //! the chosen window (a window no family of that stream exports).
 
@@ -11,13 +11,11 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use salespulse_anomaly::Signal;
-use salespulse_calls::CallSnapshot;
-use salespulse_cards::{CardSnapshot, PlanStatus, Plans};
+use salespulse_cards::{PlanStatus, Plans};
 use salespulse_core::window::WindowKind;
 use salespulse_events::{DecodeError, Kind};
-use salespulse_messages::MessageSnapshot;
 
-use crate::{merge_option, Engine, JoinCounts, Record, Rejection, Row};
+use crate::{merge_option, Engine, Record, Rejection, Row};
 
 /// The sparkline window: the sliding window one hour long.
 const SPARKLINE_WINDOW_MS: i64 = 3_600_000;
@@ -265,13 +263,7 @@ impl Engine {
             if only.is_some_and(|only| only != manager.as_ref()) {
                 return;
             }
-            let mut row = self.snapshot_row(manager, entry, &plan, now_ms);
-            row.joins = entry.state.joins.get().map_or_else(JoinCounts::default, |join| {
-                let mut join = join.lock();
-                join.expire(now_ms);
-                join.counts()
-            });
-            row.anomalies = self.row_anomalies(&row, &entry.state, entry.last_update_ms(), now_ms);
+            let row = self.full_row(manager, entry, &plan, now_ms);
             let sparkline = match (&spark, entry.state.calls.get()) {
                 (Some(spark), Some(calls)) => {
                     let mut points = Vec::with_capacity(spark.points);
@@ -288,13 +280,7 @@ impl Engine {
             if later.manager != kept.manager {
                 return false;
             }
-            merge_option(&mut kept.calls, later.calls.take(), CallSnapshot::merge);
-            merge_option(&mut kept.cards, later.cards.take(), CardSnapshot::merge);
-            merge_option(&mut kept.messages, later.messages.take(), MessageSnapshot::merge);
-            kept.joins.merge(&later.joins);
-            if kept.team.is_none() {
-                kept.team = later.team.take();
-            }
+            kept.absorb(later);
             *kept_ms = (*kept_ms).max(*later_ms);
             merge_option(kept_spark, later_spark.take(), |mine, theirs| {
                 for (a, b) in mine.iter_mut().zip(theirs) {
