@@ -8,13 +8,12 @@
 //! repeated, so receivables (issued, not yet paid) are a pure function of the set of events.
 
 use std::collections::HashMap;
-use std::hash::BuildHasherDefault;
 
 use chrono::{Datelike, NaiveDate, NaiveTime, TimeZone};
 use chrono_tz::Tz;
 use salespulse_events::{CardChange, CardChangeKind};
 
-use crate::state::{IdHasher, NONE};
+use crate::state::{IdMap, NONE};
 
 /// Upper bounds of the deal-duration histogram buckets, seconds (1, 3, 7, 14, 30, 60, 90, 180 and
 /// 365 days; then `+Inf`).
@@ -208,8 +207,6 @@ struct Invoice {
     margin: f64,
     last_ms: i64,
 }
-
-type IdMap = HashMap<u64, u32, BuildHasherDefault<IdHasher>>;
 
 /// One manager's money state (inside the card state's lock).
 #[derive(Debug, Default)]

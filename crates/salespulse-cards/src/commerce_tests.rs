@@ -9,6 +9,7 @@ use salespulse_core::window::WindowsConfig;
 use salespulse_events::CardType;
 
 use super::*;
+use crate::test_support::{blank, setup, shuffle, snap};
 
 /// 2026-11-23T12:00:00Z.
 const T0: i64 = 1_795_435_200_000;
@@ -22,24 +23,7 @@ const DEC: i64 = 1_796_083_200_000;
 use CardChangeKind as K;
 
 fn ev(card: &str, change: CardChangeKind) -> CardChange {
-    CardChange {
-        card_id: card.into(),
-        card_type: CardType::Deal,
-        change,
-        pipeline: Some("b2b".into()),
-        stage_from: None,
-        stage_to: None,
-        stage_progress_pct: None,
-        comment_length: None,
-        task_id: None,
-        task_due_at_ms: None,
-        task_due_from_ms: None,
-        amount: None,
-        client_id: None,
-        margin: None,
-        invoice_id: None,
-        currency: None,
-    }
+    CardChange { pipeline: Some("b2b".into()), ..blank(card, CardType::Deal, change) }
 }
 
 fn at_stage(card: &str, change: CardChangeKind, stage: &str) -> CardChange {
@@ -80,20 +64,20 @@ fn configured() -> CardsConfig {
     ])
 }
 
-fn setup(config: CardsConfig) -> (Windows, Cards) {
-    let windows = Windows::new(&WindowsConfig::default()).unwrap();
-    let cards = Cards::new(&windows, &config).unwrap();
-    (windows, cards)
-}
-
 fn apply_all(cards: &Cards, windows: &Windows, state: &CardState, events: &[(CardChange, i64)], now: i64) {
     for (event, at) in events {
         cards.apply(state, windows, event, *at, now);
     }
 }
 
-fn snap(cards: &Cards, windows: &Windows, state: &CardState, now: i64) -> CardSnapshot {
-    cards.snapshot(state, windows, &windows.plan(now), now)
+/// `events` applied with the stage rules of [`configured`] and the wall clock at `now`, and a
+/// scrape at `now`.
+fn scraped(events: &[(CardChange, i64)], now: i64) -> (Cards, CardSnapshot) {
+    let (windows, cards) = setup(configured());
+    let state = cards.new_state();
+    apply_all(&cards, &windows, &state, events, now);
+    let s = snap(&cards, &windows, &state, now);
+    (cards, s)
 }
 
 /// The sample lines of `name` (exactly that family, with labels) in a render of one manager.
@@ -347,12 +331,7 @@ fn plan_periods_are_cut_in_the_configured_zone() {
 
 #[test]
 fn deal_durations_are_observed_once_whatever_the_order() {
-    let (windows, cards) = setup(configured());
-    let state = cards.new_state();
-    apply_all(
-        &cards,
-        &windows,
-        &state,
+    let (cards, s) = scraped(
         &[
             (at_stage("w", K::Created, "proposal"), T0 - 10 * DAY),
             (ev("w", K::Won), T0),
@@ -365,7 +344,6 @@ fn deal_durations_are_observed_once_whatever_the_order() {
         ],
         T0 + MIN,
     );
-    let s = snap(&cards, &windows, &state, T0 + MIN);
     let (won, won_count, won_sum) = s.commerce.durations(0);
     assert_eq!((won_count, won_sum), (1, 10.0 * 86_400.0));
     assert_eq!(won, [0, 0, 0, 1, 1, 1, 1, 1, 1, 1]);
@@ -382,12 +360,7 @@ fn deal_durations_are_observed_once_whatever_the_order() {
 
 #[test]
 fn meetings_and_money_counters_render() {
-    let (windows, cards) = setup(configured());
-    let state = cards.new_state();
-    apply_all(
-        &cards,
-        &windows,
-        &state,
+    let (cards, s) = scraped(
         &[
             (ev("d", K::MeetingScheduled), T0 - HOUR),
             (ev("d", K::MeetingHeld), T0),
@@ -400,7 +373,6 @@ fn meetings_and_money_counters_render() {
         ],
         T0,
     );
-    let s = snap(&cards, &windows, &state, T0);
     let one = |name: &str| lines_of(&cards, &s, name).join("\n");
     assert_eq!(one("salespulse_meetings_scheduled_total"), r#"salespulse_meetings_scheduled_total{manager="m1"} 1"#);
     assert_eq!(one("salespulse_meetings_held_total"), r#"salespulse_meetings_held_total{manager="m1"} 1"#);
@@ -499,14 +471,7 @@ proptest! {
             let copy = events[repeat.index(events.len())].clone();
             events.push(copy);
         }
-        // A deterministic shuffle from `order`.
-        let mut seed = order | 1;
-        for i in (1..events.len()).rev() {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            events.swap(i, (seed % (i as u64 + 1)) as usize);
-        }
+        shuffle(&mut events, order);
         let now = NOV + 20 * DAY;
         let state = cards.new_state();
         apply_all(&cards, &windows, &state, &events, now);

@@ -31,6 +31,7 @@
 //! `docs/metrics.md` (section "CRM cards").
 #![deny(missing_docs)]
 
+mod clients;
 mod commerce;
 mod funnel;
 mod state;
@@ -44,6 +45,8 @@ use salespulse_core::single_writer::add as bump;
 use salespulse_core::window::{Counters, Layout, ReadPlan, Windows};
 use salespulse_events::{CardChange, CardChangeKind};
 
+pub use clients::Relationship;
+use clients::{ClientRules, TRANSITIONS};
 pub use commerce::{
     CommerceConfig, CommerceSnapshot, FactSource, Period, PeriodFacts, PlanStatus, Plans, StageRule, Target,
     DURATION_BUCKETS_SECONDS,
@@ -90,6 +93,8 @@ pub struct CardExport {
     pub comments: Vec<String>,
     /// `salespulse_window_thin_comments`.
     pub thin_comments: Vec<String>,
+    /// `salespulse_window_client_transitions`.
+    pub client_transitions: Vec<String>,
 }
 
 impl Default for CardExport {
@@ -101,6 +106,7 @@ impl Default for CardExport {
             cards_touched: labels(&["1h", "today", "shift"]),
             comments: labels(&["today"]),
             thin_comments: labels(&["today"]),
+            client_transitions: labels(&["today"]),
         }
     }
 }
@@ -120,6 +126,11 @@ pub struct CardsConfig {
     pub export: CardExport,
     /// Money, pipeline value, stage rules and plan periods.
     pub commerce: CommerceConfig,
+    /// Clients tracked per manager (for their relationship types); at the cap one is evicted.
+    pub max_clients_per_manager: usize,
+    /// A client without an open deal and without an event for this long (event time) is
+    /// forgotten: it leaves the manager's relationship counts.
+    pub client_idle_ms: i64,
 }
 
 impl Default for CardsConfig {
@@ -131,6 +142,8 @@ impl Default for CardsConfig {
             max_tasks_per_manager: 1_000,
             export: CardExport::default(),
             commerce: CommerceConfig::default(),
+            max_clients_per_manager: 2_000,
+            client_idle_ms: 30 * 86_400_000,
         }
     }
 }
@@ -172,6 +185,7 @@ pub struct Cards {
     thin: Vec<(usize, String)>,
     commerce: CommerceConfig,
     rules: SlotRules,
+    clients: ClientRules,
 }
 
 impl Cards {
@@ -184,6 +198,12 @@ impl Cards {
         if config.max_tasks_per_manager == 0 {
             return Err(ConfigError::Limit("max_tasks_per_manager"));
         }
+        if config.max_clients_per_manager == 0 {
+            return Err(ConfigError::Limit("max_clients_per_manager"));
+        }
+        if config.client_idle_ms <= 0 {
+            return Err(ConfigError::Limit("client_idle"));
+        }
         let funnel = Funnel::new(&config.pipelines)?;
         let rules = slot_rules(&funnel, &config.pipelines, &config.commerce)?;
         let strict = config.export != CardExport::default();
@@ -191,6 +211,7 @@ impl Cards {
         let touched = resolve("cards_touched", &config.export.cards_touched)?;
         let comments = resolve("comments", &config.export.comments)?;
         let thin = resolve("thin_comments", &config.export.thin_comments)?;
+        let client_export = resolve("client_transitions", &config.export.client_transitions)?;
         let mut specs: Vec<usize> = comments.iter().chain(&thin).map(|(spec, _)| *spec).collect();
         specs.sort_unstable();
         specs.dedup();
@@ -214,6 +235,12 @@ impl Cards {
             thin,
             commerce: config.commerce.clone(),
             rules,
+            clients: ClientRules {
+                max_clients: config.max_clients_per_manager,
+                idle_ms: config.client_idle_ms,
+                export: client_export,
+                recent_ms: windows.largest_ms().saturating_mul(2),
+            },
         })
     }
 
@@ -328,6 +355,14 @@ impl Cards {
         task_cards.sort_unstable();
         let deals_without_task = open_deals.iter().filter(|deal| task_cards.binary_search(deal).is_err()).count();
         let seen_slots = (0..self.funnel.slots()).map(|slot| is_marked(&inner.seen_slots, slot)).collect();
+        let mut client_windows = vec![0; self.clients.export.len() * TRANSITIONS];
+        inner.clients.read_windows(&self.clients, windows, plan, &mut client_windows);
+        let clients = ClientSnapshot {
+            ever: inner.clients.ever,
+            counts: inner.clients.counts(),
+            transitions: inner.clients.transitions.map(u64::from),
+            windows: client_windows,
+        };
         CardSnapshot {
             totals,
             tasks_open,
@@ -340,6 +375,8 @@ impl Cards {
                 tasks: inner.tasks.len() as u64,
                 evicted_cards: inner.evicted_cards,
                 evicted_tasks: inner.evicted_tasks,
+                clients: inner.clients.len() as u64,
+                evicted_clients: inner.clients.evicted,
             },
             windows: windowed,
             touched,
@@ -347,6 +384,7 @@ impl Cards {
             seen_slots,
             transitions: inner.transitions.clone(),
             commerce,
+            clients,
         }
     }
 
@@ -564,20 +602,15 @@ impl Cards {
             }
         }
 
-        out.family(
-            "salespulse_deals_open",
-            "Open deals held by the manager, by the last known pipeline stage.",
-            MetricType::Gauge,
+        self.render_by_stage(
+            rows,
+            out,
+            ("salespulse_deals_open", "Open deals held by the manager, by the last known pipeline stage."),
+            |cards, slot| {
+                let value = cards.deals_open[slot];
+                (cards.seen_slots[slot] || value > 0).then_some(value as f64)
+            },
         );
-        for row in rows {
-            for (slot, (&value, &seen)) in row.cards.deals_open.iter().zip(&row.cards.seen_slots).enumerate() {
-                if seen || value > 0 {
-                    let (pipeline, stage) = self.funnel.slot_labels(slot as u16);
-                    let labels = [("pipeline", pipeline), ("stage", stage)];
-                    out.sample_prefixed("salespulse_deals_open", row.labels, &labels, value as f64);
-                }
-            }
-        }
 
         out.family(
             "salespulse_deals_top_stage",
@@ -634,11 +667,90 @@ impl Cards {
             }
         }
         self.render_commerce(rows, out);
+        self.render_clients(rows, out);
     }
 }
 
 /// The commercial families (money, pipeline value, stuck deals, durations) and the plans.
 impl Cards {
+    /// Writes gauge family `(name, help)` with a `pipeline`/`stage` sample per funnel slot of each
+    /// row for which `value(snapshot, slot)` gives one.
+    fn render_by_stage(
+        &self,
+        rows: &[CardRow<'_>],
+        out: &mut MetricWriter,
+        (name, help): (&str, &str),
+        value: impl Fn(&CardSnapshot, usize) -> Option<f64>,
+    ) {
+        out.family(name, help, MetricType::Gauge);
+        for row in rows {
+            for slot in 0..self.funnel.slots() {
+                if let Some(value) = value(row.cards, slot) {
+                    let (pipeline, stage) = self.funnel.slot_labels(slot as u16);
+                    out.sample_prefixed(name, row.labels, &[("pipeline", pipeline), ("stage", stage)], value);
+                }
+            }
+        }
+    }
+
+    /// The client families: relationship types, their transitions, and evictions.
+    fn render_clients(&self, rows: &[CardRow<'_>], out: &mut MetricWriter) {
+        let with_clients = |row: &&CardRow<'_>| row.cards.clients.ever;
+        out.family(
+            "salespulse_clients",
+            "Clients of the manager by relationship type: cold (never bought, no open deal), potential (an open deal), current (one won deal), regular (more than one).",
+            MetricType::Gauge,
+        );
+        for row in rows.iter().filter(with_clients) {
+            for relationship in Relationship::ALL {
+                let labels = [("relationship", relationship.as_str())];
+                let value = row.cards.clients.count(relationship) as f64;
+                out.sample_prefixed("salespulse_clients", row.labels, &labels, value);
+            }
+        }
+        out.family(
+            "salespulse_client_transitions_total",
+            "Changes of a client's relationship type since the manager appeared, by type before and after.",
+            MetricType::Counter,
+        );
+        for row in rows {
+            let clients = &row.cards.clients;
+            for (t, (from, to)) in clients.occurred() {
+                let labels = [("from", from.as_str()), ("to", to.as_str())];
+                out.sample_prefixed(
+                    "salespulse_client_transitions_total",
+                    row.labels,
+                    &labels,
+                    clients.transitions[t] as f64,
+                );
+            }
+        }
+        out.family(
+            "salespulse_window_client_transitions",
+            "Changes of a client's relationship type in the window, by type before and after.",
+            MetricType::Gauge,
+        );
+        for row in rows {
+            let clients = &row.cards.clients;
+            for (n, (_, window)) in self.clients.export.iter().enumerate() {
+                for (t, (from, to)) in clients.occurred() {
+                    let labels = [("from", from.as_str()), ("to", to.as_str()), ("window", window.as_str())];
+                    let value = clients.windows[n * TRANSITIONS + t] as f64;
+                    out.sample_prefixed("salespulse_window_client_transitions", row.labels, &labels, value);
+                }
+            }
+        }
+        out.family(
+            "salespulse_clients_evicted_total",
+            "Clients dropped from the manager's state at max_clients_per_manager.",
+            MetricType::Counter,
+        );
+        for row in rows.iter().filter(with_clients) {
+            let value = row.cards.join.evicted_clients as f64;
+            out.sample_prefixed("salespulse_clients_evicted_total", row.labels, &[], value);
+        }
+    }
+
     fn render_commerce(&self, rows: &[CardRow<'_>], out: &mut MetricWriter) {
         fn change(s: &CardSnapshot, kind: CardChangeKind) -> f64 {
             s.totals.changes[kind.index()] as f64
@@ -714,49 +826,37 @@ impl Cards {
             }
         }
 
-        out.family(
-            "salespulse_pipeline_amount",
-            "Amount of the manager's open deals, by the last known pipeline stage, in the configured currency.",
-            MetricType::Gauge,
+        self.render_by_stage(
+            rows,
+            out,
+            (
+                "salespulse_pipeline_amount",
+                "Amount of the manager's open deals, by the last known pipeline stage, in the configured currency.",
+            ),
+            |cards, slot| {
+                let value = cards.commerce.pipeline_amount[slot];
+                (cards.seen_slots[slot] || value != 0.0).then_some(value)
+            },
         );
-        for row in rows {
-            let commerce = &row.cards.commerce;
-            for (slot, (&value, &seen)) in commerce.pipeline_amount.iter().zip(&row.cards.seen_slots).enumerate() {
-                if seen || value != 0.0 {
-                    let (pipeline, stage) = self.funnel.slot_labels(slot as u16);
-                    let labels = [("pipeline", pipeline), ("stage", stage)];
-                    out.sample_prefixed("salespulse_pipeline_amount", row.labels, &labels, value);
-                }
-            }
-        }
-        out.family(
-            "salespulse_deals_stuck",
-            "Open deals in a stage for longer than its configured stuck_after limit.",
-            MetricType::Gauge,
+        self.render_by_stage(
+            rows,
+            out,
+            ("salespulse_deals_stuck", "Open deals in a stage for longer than its configured stuck_after limit."),
+            |cards, slot| {
+                let value = cards.commerce.stuck[slot];
+                let shown = self.rules.stuck_ms[slot] > 0 && (cards.seen_slots[slot] || value > 0);
+                shown.then_some(value as f64)
+            },
         );
-        for row in rows {
-            for (slot, (&value, &seen)) in row.cards.commerce.stuck.iter().zip(&row.cards.seen_slots).enumerate() {
-                if self.rules.stuck_ms[slot] > 0 && (seen || value > 0) {
-                    let (pipeline, stage) = self.funnel.slot_labels(slot as u16);
-                    let labels = [("pipeline", pipeline), ("stage", stage)];
-                    out.sample_prefixed("salespulse_deals_stuck", row.labels, &labels, value as f64);
-                }
-            }
-        }
-        out.family(
-            "salespulse_deals_stage_age_max_seconds",
-            "Longest time one of the manager's open deals has been in its current stage, seconds.",
-            MetricType::Gauge,
+        self.render_by_stage(
+            rows,
+            out,
+            (
+                "salespulse_deals_stage_age_max_seconds",
+                "Longest time one of the manager's open deals has been in its current stage, seconds.",
+            ),
+            |cards, slot| Some(cards.commerce.oldest_in_stage[slot]).filter(|value| !value.is_nan()),
         );
-        for row in rows {
-            for (slot, &value) in row.cards.commerce.oldest_in_stage.iter().enumerate() {
-                if !value.is_nan() {
-                    let (pipeline, stage) = self.funnel.slot_labels(slot as u16);
-                    let labels = [("pipeline", pipeline), ("stage", stage)];
-                    out.sample_prefixed("salespulse_deals_stage_age_max_seconds", row.labels, &labels, value);
-                }
-            }
-        }
 
         const NAME: &str = "salespulse_deal_duration_seconds";
         out.family(NAME, "Time from a deal's creation to its close, seconds, by outcome.", MetricType::Histogram);
@@ -1028,6 +1128,56 @@ pub struct JoinStats {
     pub evicted_cards: u64,
     /// Tasks evicted at `max_tasks_per_manager` since the manager appeared.
     pub evicted_tasks: u64,
+    /// Clients tracked.
+    pub clients: u64,
+    /// Clients evicted at `max_clients_per_manager` since the manager appeared.
+    pub evicted_clients: u64,
+}
+
+/// A manager's clients at one instant: counts by relationship type and transitions.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ClientSnapshot {
+    /// Whether the manager ever had a client (the gauges are exported from then on).
+    pub ever: bool,
+    /// Clients held (not handed over), by [`Relationship::index`].
+    pub counts: [u64; 4],
+    /// Transitions since the manager appeared, by transition index.
+    transitions: [u64; TRANSITIONS],
+    /// Windowed transitions per exported window, window-major.
+    windows: Vec<u64>,
+}
+
+impl ClientSnapshot {
+    /// Clients of type `relationship`.
+    pub fn count(&self, relationship: Relationship) -> u64 {
+        self.counts[relationship.index()]
+    }
+
+    /// Transitions `from -> to` since the manager appeared (0 for `from == to`).
+    pub fn transitions(&self, from: Relationship, to: Relationship) -> u64 {
+        if from == to {
+            return 0;
+        }
+        self.transitions[clients::transition_index(from, to)]
+    }
+
+    /// The transitions that occurred, as `(index, (from, to))`: their series are exported.
+    fn occurred(&self) -> impl Iterator<Item = (usize, (Relationship, Relationship))> + '_ {
+        (0..TRANSITIONS).filter(|&t| self.transitions[t] > 0).map(|t| (t, clients::transition_at(t)))
+    }
+
+    fn merge(&mut self, other: &ClientSnapshot) {
+        self.ever |= other.ever;
+        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+            *a = a.saturating_add(*b);
+        }
+        for (a, b) in self.transitions.iter_mut().zip(&other.transitions) {
+            *a = a.saturating_add(*b);
+        }
+        for (a, b) in self.windows.iter_mut().zip(&other.windows) {
+            *a = a.saturating_add(*b);
+        }
+    }
 }
 
 /// A manager's card values at one instant.
@@ -1057,6 +1207,8 @@ pub struct CardSnapshot {
     transitions: Vec<(u32, u64)>,
     /// Money, pipeline value, stuck deals, plan facts, deal durations.
     pub commerce: CommerceSnapshot,
+    /// Clients by relationship type, and their transitions.
+    pub clients: ClientSnapshot,
 }
 
 impl CardSnapshot {
@@ -1083,6 +1235,8 @@ impl CardSnapshot {
             (&mut self.join.invoices, other.join.invoices),
             (&mut self.join.evicted_cards, other.join.evicted_cards),
             (&mut self.join.evicted_tasks, other.join.evicted_tasks),
+            (&mut self.join.clients, other.join.clients),
+            (&mut self.join.evicted_clients, other.join.evicted_clients),
         ] {
             *a = a.saturating_add(b);
         }
@@ -1127,6 +1281,7 @@ impl CardSnapshot {
         }
         self.transitions = merged;
         self.commerce.merge(&other.commerce);
+        self.clients.merge(&other.clients);
     }
 }
 
@@ -1140,6 +1295,10 @@ pub struct CardRow<'a> {
 }
 
 #[cfg(test)]
+mod clients_tests;
+#[cfg(test)]
 mod commerce_tests;
+#[cfg(test)]
+mod test_support;
 #[cfg(test)]
 mod tests;

@@ -11,6 +11,7 @@ use std::sync::atomic::AtomicU64;
 
 use salespulse_events::{CardChange, CardChangeKind, CardType};
 
+use crate::clients::{ClientChange, Clients, Share};
 use crate::commerce::Money;
 use crate::{bump, bump_f64, key, Cards};
 use crate::{TOTALS, T_LOST, T_LOST_AMOUNT, T_RESCHEDULED, T_TASKS_COMPLETED, T_WON, T_WON_AMOUNT};
@@ -58,6 +59,8 @@ pub(crate) struct Card {
     pub(crate) duration_observed: bool,
     /// Counted closed while its amount was unknown: the first amount seen is counted then.
     pub(crate) close_amount_missing: bool,
+    /// The client of the newest event that named one (0: not known).
+    pub(crate) client: u64,
     pub(crate) slot: u16,
     pub(crate) kind: CardType,
     pub(crate) status: Status,
@@ -66,6 +69,15 @@ pub(crate) struct Card {
 impl Card {
     pub(crate) fn is_open_deal(&self) -> bool {
         self.kind == CardType::Deal && self.status == Status::Open
+    }
+
+    /// What the card contributes to its client's relationship type.
+    pub(crate) fn share(&self) -> Share {
+        match (self.kind, self.status) {
+            (CardType::Deal, Status::Open) => Share::Open,
+            (CardType::Deal, Status::Won) => Share::Won,
+            _ => Share::Nothing,
+        }
     }
 }
 
@@ -112,7 +124,8 @@ impl Hasher for IdHasher {
     }
 }
 
-type IdMap = HashMap<u64, u32, BuildHasherDefault<IdHasher>>;
+/// Key fingerprint to position in a vector (cards, tasks, invoices, clients).
+pub(crate) type IdMap = HashMap<u64, u32, BuildHasherDefault<IdHasher>>;
 
 /// The lock-protected part of a manager's card state.
 #[derive(Debug, Default)]
@@ -133,6 +146,8 @@ pub(crate) struct Inner {
     pub(crate) evicted_tasks: u64,
     /// Invoices, payments, plan facts and deal durations.
     pub(crate) money: Money,
+    /// Clients and their relationship types.
+    pub(crate) clients: Clients,
     /// Newest event time applied (clamped to the wall clock).
     newest_ms: i64,
     next_sweep_ms: i64,
@@ -160,9 +175,20 @@ impl Inner {
         }
         let card_key = key(&change.card_id);
         let (i, existed) = self.card_position(cards, card_key);
+        let before = if existed { (self.cards[i].client, self.cards[i].share()) } else { (0, Share::Nothing) };
         let stride = cards.touch.stride();
         cards.touch.touch(&mut self.touch[i * stride..(i + 1) * stride], at);
         self.update_card(cards, totals, i, existed, change, event_ms);
+        let card = &self.cards[i];
+        let client_change = ClientChange {
+            client: change.client_id.as_deref().map_or(card.client, key),
+            before,
+            after: (card.client, card.share()),
+            handed_over: change.change == CardChangeKind::ResponsibleChanged && card.status == Status::Away,
+            event_ms,
+            now_ms,
+        };
+        self.clients.apply(&cards.clients, client_change);
         if matches!(change.change, CardChangeKind::InvoiceIssued | CardChangeKind::PaymentReceived) {
             let deal = (self.cards[i].amount, self.cards[i].margin);
             self.money.apply(&cards.commerce, change, card_key, deal, event_ms);
@@ -190,6 +216,11 @@ impl Inner {
         let newest = !existed || event_ms >= card.last_ms;
         if newest {
             card.kind = change.card_type;
+        }
+        if let Some(client) = change.client_id.as_deref() {
+            if newest || card.client == 0 {
+                card.client = key(client);
+            }
         }
         // Invoices and payments carry their own amounts, not the deal's.
         let money_event = matches!(change.change, CardChangeKind::InvoiceIssued | CardChangeKind::PaymentReceived);
@@ -295,8 +326,10 @@ impl Inner {
                 let held = existed && before != Status::Away;
                 current_status.then_some(if held { Status::Away } else { Status::Open })
             }
-            // A stage change strictly after a close reopens the deal; after a hand-over, re-adopts.
-            CardChangeKind::StageChanged => (newer_status && before != Status::Open).then_some(Status::Open),
+            // A stage change strictly after a close reopens the deal; after a hand-over, re-adopts;
+            // on an open deal it dates the open status, so an older close arriving late cannot
+            // close a deal that moved on after it.
+            CardChangeKind::StageChanged => newer_status.then_some(Status::Open),
             // Any other event strictly after a hand-over: the manager holds the card again.
             _ => (!existed || (newer_status && before == Status::Away)).then_some(Status::Open),
         };
@@ -414,6 +447,7 @@ impl Inner {
             event_progress: f32::NAN,
             duration_observed: false,
             close_amount_missing: false,
+            client: 0,
             slot: NO_SLOT,
             kind: CardType::Deal,
             status: Status::Open,
@@ -453,6 +487,9 @@ impl Inner {
         let victim =
             self.cards.iter().enumerate().min_by_key(|(_, card)| (card.is_open_deal(), card.last_ms)).map(|(i, _)| i);
         if let Some(i) = victim {
+            if self.cards[i].share() == Share::Open {
+                self.clients.forget_open(self.cards[i].client);
+            }
             self.remove_card(i, cards.touch.stride());
             self.evicted_cards += 1;
         }
@@ -490,8 +527,10 @@ impl Inner {
     /// Drops entries nothing needs any more: cards other than open deals and completed tasks whose
     /// newest event is older than the expiry horizon (twice the largest window behind the manager's
     /// newest event). Events that old are dropped as late by the engine, so they cannot come back
-    /// for these entries.
+    /// for these entries. A won deal stays counted in its client's won deals. Clients without an
+    /// open deal expire after `client_idle`.
     fn sweep(&mut self, cards: &Cards) {
+        self.clients.sweep(&cards.clients, self.newest_ms);
         let horizon = self.newest_ms.saturating_sub(cards.expiry_ms);
         let stride = cards.touch.stride();
         for i in (0..self.cards.len()).rev() {
@@ -520,6 +559,7 @@ impl Inner {
             + self.transitions.capacity() * std::mem::size_of::<(u32, u64)>()
             + self.seen_slots.capacity() * 8
             + self.money.heap_bytes()
+            + self.clients.heap_bytes()
     }
 }
 

@@ -1,4 +1,5 @@
 use super::*;
+use crate::test_support::{blank, setup, snap};
 use proptest::prelude::*;
 use salespulse_core::expo::{label_prefix, Format};
 use salespulse_core::window::{local_day_start, shift_bounds, WindowKind, WindowsConfig};
@@ -12,24 +13,7 @@ const HOUR: i64 = 60 * MIN;
 use CardChangeKind as K;
 
 fn ev(card: &str, card_type: CardType, change: CardChangeKind) -> CardChange {
-    CardChange {
-        card_id: card.into(),
-        card_type,
-        change,
-        pipeline: None,
-        stage_from: None,
-        stage_to: None,
-        stage_progress_pct: None,
-        comment_length: None,
-        task_id: None,
-        task_due_at_ms: None,
-        task_due_from_ms: None,
-        amount: None,
-        client_id: Some("client-1".into()),
-        margin: None,
-        invoice_id: None,
-        currency: None,
-    }
+    CardChange { client_id: Some("client-1".into()), ..blank(card, card_type, change) }
 }
 
 fn deal(card: &str, change: CardChangeKind) -> CardChange {
@@ -77,16 +61,14 @@ fn config() -> CardsConfig {
     CardsConfig { pipelines: pipelines(), ..CardsConfig::default() }
 }
 
-/// Default windows (5m, 1h, 8h, today, shift 09:00+9h, UTC) and `config`.
-fn setup(config: CardsConfig) -> (Windows, Cards) {
-    let windows = Windows::new(&WindowsConfig::default()).unwrap();
-    let cards = Cards::new(&windows, &config).unwrap();
-    (windows, cards)
-}
-
 fn export_all() -> CardExport {
     let all: Vec<String> = ["5m", "1h", "8h", "today", "shift"].iter().map(|s| s.to_string()).collect();
-    CardExport { cards_touched: all.clone(), comments: all.clone(), thin_comments: all }
+    CardExport {
+        cards_touched: all.clone(),
+        comments: all.clone(),
+        thin_comments: all.clone(),
+        client_transitions: all,
+    }
 }
 
 /// Applies `(event, minutes relative to T0)` with the wall clock at T0.
@@ -96,10 +78,6 @@ fn run(cards: &Cards, windows: &Windows, events: &[(CardChange, i64)]) -> CardSt
         cards.apply(&state, windows, event, T0 + minutes * MIN, T0);
     }
     state
-}
-
-fn snap(cards: &Cards, windows: &Windows, state: &CardState, now: i64) -> CardSnapshot {
-    cards.snapshot(state, windows, &windows.plan(now), now)
 }
 
 fn render(cards: &Cards, rows: &[CardRow<'_>]) -> String {
@@ -521,7 +499,7 @@ fn tasks_open_overdue_and_deals_without_task_follow_the_clock() {
     }
     let s = snap(&cards, &windows, &state, T0);
     assert_eq!((s.totals.tasks_completed, s.totals.tasks_rescheduled), (1, 1));
-    assert_eq!(s.join, JoinStats { invoices: 0, cards: 6, tasks: 5, evicted_cards: 0, evicted_tasks: 0 });
+    assert_eq!(s.join, JoinStats { invoices: 0, cards: 6, tasks: 5, clients: 1, ..JoinStats::default() });
     // Completing d2's task leaves it without one.
     cards.apply(&state, &windows, &task(K::TaskCompleted, "d2", CardType::Deal, Some("k2"), None), T0, T0);
     let s = snap(&cards, &windows, &state, T0);
@@ -654,7 +632,12 @@ fn render_writes_a_small_case_exactly() {
     let one = vec!["1h".to_string()];
     let config = CardsConfig {
         pipelines: vec![PipelineConfig { name: "b2b".into(), stages: vec!["new".into()] }],
-        export: CardExport { cards_touched: one.clone(), comments: one.clone(), thin_comments: one },
+        export: CardExport {
+            cards_touched: one.clone(),
+            comments: one.clone(),
+            thin_comments: one.clone(),
+            client_transitions: one,
+        },
         ..CardsConfig::default()
     };
     let cards = Cards::new(&windows, &config).unwrap();
@@ -799,7 +782,8 @@ fn merge_adds_partitions() {
     assert_eq!((s.totals.comments, s.totals.thin_comments), (1, 1));
     assert_eq!(cards.cards_touched(&s, "today"), Some(5));
     assert_eq!(cards.window_comments(&s, "today"), (Some(1), Some(1)));
-    assert_eq!(s.join, JoinStats { invoices: 0, cards: 5, tasks: 1, evicted_cards: 0, evicted_tasks: 0 });
+    // The one client seen through both partitions is held in each.
+    assert_eq!(s.join, JoinStats { invoices: 0, cards: 5, tasks: 1, clients: 2, ..JoinStats::default() });
     assert!(s.had_deal);
     let mut changes = [0u64; CHANGES];
     changes[K::StageChanged.index()] = 5;
@@ -905,11 +889,13 @@ fn default_export_fits_the_budget_and_memory() {
     }
     let full = empty + state.heap_bytes();
     println!("card state: {empty} bytes empty, {full} bytes with 100 deals and 100 tasks");
-    // 48 bytes of funnel and status, 32 of commercial state (margin, created, stage entry, progress).
-    assert_eq!(std::mem::size_of::<state::Card>(), 80);
+    // 48 bytes of funnel and status, 32 of commercial state (margin, created, stage entry, progress),
+    // 8 for the client.
+    assert_eq!(std::mem::size_of::<state::Card>(), 88);
     assert_eq!(std::mem::size_of::<state::Task>(), 80);
-    assert!(empty < 2_048, "{empty}");
-    assert!(full < 32 * 1024, "{full}");
+    // Of which 136 bytes hold the (empty) client table and its transition counts.
+    assert!(empty < 2_176, "{empty}");
+    assert!(full < 34 * 1024, "{full}");
 }
 
 #[test]

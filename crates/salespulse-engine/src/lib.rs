@@ -608,12 +608,14 @@ impl Engine {
         // (the registry is rendered before the snapshot is taken).
         out.family("salespulse_managers", "Managers whose state is held.", MetricType::Gauge);
         out.sample("salespulse_managers", &[], rows.len() as f64);
-        let card_entries = |row: &Row| row.cards.as_ref().map_or(0, |c| c.join.cards + c.join.tasks + c.join.invoices);
+        let card_entries = |row: &Row| {
+            row.cards.as_ref().map_or(0, |c| c.join.cards + c.join.tasks + c.join.invoices + c.join.clients)
+        };
         let dialogs = |row: &Row| row.messages.as_ref().map_or(0, |m| m.dialogs.held);
         let entries: u64 = rows.iter().map(|row| row.joins.entries + card_entries(row) + dialogs(row)).sum();
         out.family(
             "salespulse_join_state_entries",
-            "Entries of the cross-stream join state (calls awaiting a card change, recent changes, contacts, tasks, cards, invoices, dialogs).",
+            "Entries of the cross-stream join state (calls awaiting a card change, recent changes, contacts, tasks, cards, invoices, clients, dialogs).",
             MetricType::Gauge,
         );
         out.sample("salespulse_join_state_entries", &[], entries as f64);

@@ -420,6 +420,7 @@ fn calls_not_logged_in_the_crm_are_counted_after_the_delay() {
             cards_touched: vec!["1h".into()],
             comments: Vec::new(),
             thin_comments: Vec::new(),
+            client_transitions: Vec::new(),
         }
     });
     // call_event names client "+79151112233"; the second call names another client.

@@ -365,6 +365,8 @@ pub struct ExportSection {
     pub comments: Vec<String>,
     /// `salespulse_window_thin_comments`.
     pub thin_comments: Vec<String>,
+    /// `salespulse_window_client_transitions`.
+    pub client_transitions: Vec<String>,
 }
 
 impl Default for ExportSection {
@@ -382,6 +384,7 @@ impl Default for ExportSection {
             cards_touched: cards.cards_touched,
             comments: cards.comments,
             thin_comments: cards.thin_comments,
+            client_transitions: cards.client_transitions,
         }
     }
 }
@@ -489,6 +492,12 @@ pub struct CardsSection {
     pub hot_deal_progress_pct: f64,
     /// Invoices tracked per manager (receivables and de-duplication of repeated invoices).
     pub max_invoices_per_manager: usize,
+    /// Clients tracked per manager for their relationship types (salespulse_clients).
+    pub max_clients_per_manager: usize,
+    /// A client without an open deal and without an event for this long leaves the manager's
+    /// relationship counts.
+    #[serde(with = "humantime_serde")]
+    pub client_idle: Duration,
 }
 
 impl Default for CardsSection {
@@ -502,6 +511,8 @@ impl Default for CardsSection {
             currency: None,
             hot_deal_progress_pct: core.commerce.hot_deal_progress_pct,
             max_invoices_per_manager: core.commerce.max_invoices_per_manager,
+            max_clients_per_manager: core.max_clients_per_manager,
+            client_idle: Duration::from_millis(core.client_idle_ms as u64),
         }
     }
 }
@@ -727,8 +738,11 @@ impl FileConfig {
                 cards_touched: export.cards_touched.clone(),
                 comments: export.comments.clone(),
                 thin_comments: export.thin_comments.clone(),
+                client_transitions: export.client_transitions.clone(),
             },
             commerce: self.commerce(&engine.windows).context("[cards]/[plans]")?,
+            max_clients_per_manager: self.cards.max_clients_per_manager,
+            client_idle_ms: millis(self.cards.client_idle),
         };
         engine.joins.unlogged_call_delay_ms = millis(self.joins.unlogged_call_delay);
         engine.anomalies.config.alpha = self.anomalies.alpha;

@@ -276,6 +276,23 @@ fn simulated_card_change(rng: &mut impl Rng, sequence: u64, manager: &str, team:
         r if r < 0.97 => (CardChangeKind::Won, CardType::Deal),
         _ => (CardChangeKind::Lost, CardType::Deal),
     };
+    // Deals 0-5 are sold: every status event on them is a win, so clients 0 and 1 (two such
+    // deals each) become regular and clients 2 and 3 current; the other deals come and go.
+    let sold = deal < 6
+        && matches!(
+            change,
+            CardChangeKind::Created | CardChangeKind::StageChanged | CardChangeKind::Lost | CardChangeKind::Won
+        );
+    let change = if sold { CardChangeKind::Won } else { change };
+    // Half the comments go on the contact card of a client with no deal: the cold clients.
+    let contact = (change == CardChangeKind::CommentAdded && rng.random_bool(0.5)).then(|| rng.random_range(11..40));
+    let card_type = if contact.is_some() { CardType::Contact } else { card_type };
+    let card_id = match contact {
+        Some(client) => format!("contact-{manager}-{client}"),
+        None => format!("deal-{manager}-{deal}"),
+    };
+    // Each deal belongs to one client: deals 0 and 1 to client 0, 2 and 3 to client 1, then one each.
+    let client_number = contact.unwrap_or(if deal < 4 { deal / 2 } else { deal - 2 });
     // Each deal has a fixed amount and margin; invoices and payments are for the whole deal.
     let deal_amount = ((deal as u64 * 7 + manager.len() as u64 * 3) % 20 + 1) as f64 * 25_000.0;
     let money = matches!(change, CardChangeKind::InvoiceIssued | CardChangeKind::PaymentReceived);
@@ -296,7 +313,7 @@ fn simulated_card_change(rng: &mut impl Rng, sequence: u64, manager: &str, team:
         team: Some(team.to_owned()),
         source: Some("demo-crm".into()),
         body: EventBody::CardChange(CardChange {
-            card_id: format!("deal-{manager}-{deal}"),
+            card_id,
             card_type,
             change,
             pipeline: Some("sales".into()),
@@ -319,7 +336,7 @@ fn simulated_card_change(rng: &mut impl Rng, sequence: u64, manager: &str, team:
             task_due_at_ms: task.then(|| now + rng.random_range(-30..240) * 60_000),
             task_due_from_ms: None,
             amount: carries_amount.then_some(deal_amount),
-            client_id: Some(client(rng, manager)),
+            client_id: Some(format!("client-{manager}-{client_number}")),
             margin: carries_amount.then_some(deal_amount * 0.3),
             // A new invoice per deal every ten minutes, so money keeps moving in a long demo.
             invoice_id: money.then(|| format!("inv-{manager}-{deal}-{}", now / 600_000)),
