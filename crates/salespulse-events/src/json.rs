@@ -3,7 +3,8 @@
 //! Decoding makes one pass over the payload into a fixed array of borrowed scalars (no
 //! `serde_json::Value` tree): strings without escapes are borrowed from the payload, unknown keys
 //! and nested values are skipped without building anything. Type and contract checks then run on
-//! that array, so every error can name its field.
+//! that array ([`EventFields::into_event`], shared with callers that build events from typed
+//! values), so every error can name its field.
 
 use std::borrow::Cow;
 use std::fmt::{self, Write as _};
@@ -11,28 +12,11 @@ use std::fmt::{self, Write as _};
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use crate::error::DecodeError;
-use crate::model::{CallDirection, CallStatus, CardChangeKind, CardType, Event, EventBody, Kind, MessageDirection};
+use crate::fields::{EventFields, Field, Scalar};
+use crate::model::{Event, EventBody, Kind};
 use crate::time;
-use crate::validate::{resolve_kind, CallIn, CardChangeIn, Header, MessageIn};
 
 type Result<T> = std::result::Result<T, DecodeError>;
-
-/// One JSON value as far as the contract cares: scalars are kept, arrays and objects are skipped.
-#[derive(Debug, Default)]
-enum Scalar<'a> {
-    /// The key did not occur.
-    #[default]
-    Absent,
-    /// `null`, which the contract treats like absent.
-    Null,
-    Str(Cow<'a, str>),
-    U64(u64),
-    I64(i64),
-    F64(f64),
-    Bool(bool),
-    /// An array or object (skipped).
-    Compound,
-}
 
 impl<'de> Deserialize<'de> for Scalar<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
@@ -97,72 +81,8 @@ impl<'de> Visitor<'de> for ScalarVisitor {
     }
 }
 
-/// Declares the contract's JSON keys: an enum `F` of them, their count, their names and the lookup
-/// from a key.
-macro_rules! fields {
-    ($($variant:ident => $name:literal,)+) => {
-        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-        enum F {
-            $($variant,)+
-        }
-
-        const FIELD_COUNT: usize = [$(F::$variant),+].len();
-
-        impl F {
-            fn name(self) -> &'static str {
-                match self {
-                    $(F::$variant => $name,)+
-                }
-            }
-
-            fn from_key(key: &str) -> Option<F> {
-                match key {
-                    $($name => Some(F::$variant),)+
-                    _ => None,
-                }
-            }
-        }
-    };
-}
-
-fields! {
-    EventId => "event_id",
-    OccurredAt => "occurred_at",
-    ManagerId => "manager_id",
-    Team => "team",
-    Source => "source",
-    Kind => "kind",
-    CallId => "call_id",
-    Direction => "direction",
-    Status => "status",
-    StartedAt => "started_at",
-    AnsweredAt => "answered_at",
-    EndedAt => "ended_at",
-    TalkSeconds => "talk_seconds",
-    ClientId => "client_id",
-    CardId => "card_id",
-    MessageId => "message_id",
-    DialogId => "dialog_id",
-    Channel => "channel",
-    NewDialog => "new_dialog",
-    CardType => "card_type",
-    Change => "change",
-    Pipeline => "pipeline",
-    StageFrom => "stage_from",
-    StageTo => "stage_to",
-    StageProgressPct => "stage_progress_pct",
-    CommentLength => "comment_length",
-    TaskId => "task_id",
-    TaskDueAt => "task_due_at",
-    TaskDueFrom => "task_due_from",
-    Amount => "amount",
-    Margin => "margin",
-    InvoiceId => "invoice_id",
-    Currency => "currency",
-}
-
 /// A map key: one of the contract's fields, or an unknown key to skip.
-struct Key(Option<F>);
+struct Key(Option<Field>);
 
 impl<'de> Deserialize<'de> for Key {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
@@ -180,16 +100,11 @@ impl Visitor<'_> for KeyVisitor {
     }
 
     fn visit_str<E>(self, v: &str) -> std::result::Result<Key, E> {
-        Ok(Key(F::from_key(v)))
+        Ok(Key(Field::from_key(v)))
     }
 }
 
-/// The top-level object, one slot per contract field.
-struct RawEvent<'a> {
-    slots: [Scalar<'a>; FIELD_COUNT],
-}
-
-impl<'de> Deserialize<'de> for RawEvent<'de> {
+impl<'de> Deserialize<'de> for EventFields<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
         deserializer.deserialize_map(RawVisitor)
     }
@@ -198,14 +113,14 @@ impl<'de> Deserialize<'de> for RawEvent<'de> {
 struct RawVisitor;
 
 impl<'de> Visitor<'de> for RawVisitor {
-    type Value = RawEvent<'de>;
+    type Value = EventFields<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("an event object")
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Self::Value, A::Error> {
-        let mut raw = RawEvent { slots: [const { Scalar::Absent }; FIELD_COUNT] };
+        let mut raw = EventFields::new();
         while let Some(Key(field)) = map.next_key()? {
             match field {
                 Some(f) => {
@@ -224,175 +139,16 @@ impl<'de> Visitor<'de> for RawVisitor {
     }
 }
 
-impl<'a> RawEvent<'a> {
-    fn take(&mut self, f: F) -> Scalar<'a> {
-        std::mem::take(&mut self.slots[f as usize])
-    }
-
-    fn present(&self, f: F) -> bool {
-        !matches!(self.slots[f as usize], Scalar::Absent | Scalar::Null)
-    }
-
-    fn string(&mut self, f: F) -> Result<Option<String>> {
-        match self.take(f) {
-            Scalar::Absent | Scalar::Null => Ok(None),
-            Scalar::Str(s) => Ok(Some(s.into_owned())),
-            _ => Err(DecodeError::invalid(f.name(), "expected a string")),
-        }
-    }
-
-    fn time(&mut self, f: F) -> Result<Option<i64>> {
-        match self.take(f) {
-            Scalar::Absent | Scalar::Null => Ok(None),
-            Scalar::Str(s) => match time::parse_rfc3339(&s) {
-                Some(ms) => Ok(Some(ms)),
-                None => Err(DecodeError::invalid(f.name(), "not an RFC 3339 date-time")),
-            },
-            Scalar::I64(ms) => Ok(Some(ms)),
-            Scalar::U64(ms) => match i64::try_from(ms) {
-                Ok(ms) => Ok(Some(ms)),
-                Err(_) => Err(DecodeError::invalid(f.name(), "not within years 2000..2100")),
-            },
-            _ => Err(DecodeError::invalid(f.name(), "expected an RFC 3339 string or integer epoch milliseconds")),
-        }
-    }
-
-    fn number(&mut self, f: F) -> Result<Option<f64>> {
-        match self.take(f) {
-            Scalar::Absent | Scalar::Null => Ok(None),
-            Scalar::F64(v) => Ok(Some(v)),
-            Scalar::I64(v) => Ok(Some(v as f64)),
-            Scalar::U64(v) => Ok(Some(v as f64)),
-            _ => Err(DecodeError::invalid(f.name(), "expected a number")),
-        }
-    }
-
-    fn uint32(&mut self, f: F) -> Result<Option<u32>> {
-        match self.take(f) {
-            Scalar::Absent | Scalar::Null => Ok(None),
-            Scalar::U64(v) => match u32::try_from(v) {
-                Ok(v) => Ok(Some(v)),
-                Err(_) => Err(DecodeError::invalid(f.name(), "not within 0..=4294967295")),
-            },
-            Scalar::I64(_) => Err(DecodeError::invalid(f.name(), "not within 0..=4294967295")),
-            _ => Err(DecodeError::invalid(f.name(), "expected a non-negative integer")),
-        }
-    }
-
-    fn boolean(&mut self, f: F) -> Result<Option<bool>> {
-        match self.take(f) {
-            Scalar::Absent | Scalar::Null => Ok(None),
-            Scalar::Bool(v) => Ok(Some(v)),
-            _ => Err(DecodeError::invalid(f.name(), "expected true or false")),
-        }
-    }
-
-    /// An enum spelled as its snake_case string; an empty string counts as absent.
-    fn enumeration<T>(&mut self, f: F, parse: fn(&str) -> Option<T>) -> Result<Option<T>> {
-        match self.take(f) {
-            Scalar::Absent | Scalar::Null => Ok(None),
-            Scalar::Str(s) if s.is_empty() => Ok(None),
-            Scalar::Str(s) => match parse(&s) {
-                Some(v) => Ok(Some(v)),
-                None => Err(DecodeError::invalid(f.name(), "unknown value")),
-            },
-            _ => Err(DecodeError::invalid(f.name(), "expected a string")),
-        }
-    }
-
-    /// The kind when neither the payload nor the topic says: exactly one body id decides (a call
-    /// may also carry `card_id`).
-    fn infer_kind(&self) -> Result<Kind> {
-        let call = self.present(F::CallId);
-        let message = self.present(F::MessageId);
-        let card = self.present(F::CardId);
-        match (call, message, card) {
-            (true, false, _) => Ok(Kind::Call),
-            (false, true, false) => Ok(Kind::Message),
-            (false, false, true) => Ok(Kind::CardChange),
-            _ => Err(DecodeError::missing("kind")),
-        }
-    }
-}
-
 /// Decodes one JSON payload (size already checked).
 pub(crate) fn decode(payload: &[u8], expected: Option<Kind>) -> Result<Event> {
     // Validate UTF-8 over the whole payload first: serde_json skips unknown values without
     // looking inside their strings, and parsing a `&str` then needs no further checks.
     let text = std::str::from_utf8(payload)
         .map_err(|e| DecodeError::MalformedJson { detail: format!("invalid UTF-8 at byte {}", e.valid_up_to()) })?;
-    let mut raw: RawEvent<'_> =
+    let raw: EventFields<'_> =
         serde_json::from_str(text).map_err(|e| DecodeError::MalformedJson { detail: e.to_string() })?;
 
-    let declared = match raw.take(F::Kind) {
-        Scalar::Absent | Scalar::Null => None,
-        Scalar::Str(s) if s.is_empty() => None,
-        Scalar::Str(s) => Some(Kind::parse(&s).ok_or_else(|| DecodeError::unknown_kind(&s))?),
-        _ => return Err(DecodeError::invalid("kind", "expected a string")),
-    };
-    let kind = match resolve_kind(declared, expected)? {
-        Some(kind) => kind,
-        None => raw.infer_kind()?,
-    };
-
-    let header = Header {
-        event_id: raw.string(F::EventId)?,
-        occurred_at: raw.time(F::OccurredAt)?,
-        manager_id: raw.string(F::ManagerId)?,
-        team: raw.string(F::Team)?,
-        source: raw.string(F::Source)?,
-    }
-    .check()?;
-
-    let body = match kind {
-        Kind::Call => EventBody::Call(
-            CallIn {
-                call_id: raw.string(F::CallId)?,
-                direction: raw.enumeration(F::Direction, CallDirection::parse)?,
-                status: raw.enumeration(F::Status, CallStatus::parse)?,
-                started_at: raw.time(F::StartedAt)?,
-                answered_at: raw.time(F::AnsweredAt)?,
-                ended_at: raw.time(F::EndedAt)?,
-                talk_seconds: raw.number(F::TalkSeconds)?,
-                client_id: raw.string(F::ClientId)?,
-                card_id: raw.string(F::CardId)?,
-            }
-            .check()?,
-        ),
-        Kind::Message => EventBody::Message(
-            MessageIn {
-                message_id: raw.string(F::MessageId)?,
-                dialog_id: raw.string(F::DialogId)?,
-                channel: raw.string(F::Channel)?,
-                direction: raw.enumeration(F::Direction, MessageDirection::parse)?,
-                client_id: raw.string(F::ClientId)?,
-                new_dialog: raw.boolean(F::NewDialog)?,
-            }
-            .check()?,
-        ),
-        Kind::CardChange => EventBody::CardChange(
-            CardChangeIn {
-                card_id: raw.string(F::CardId)?,
-                card_type: raw.enumeration(F::CardType, CardType::parse)?,
-                change: raw.enumeration(F::Change, CardChangeKind::parse)?,
-                pipeline: raw.string(F::Pipeline)?,
-                stage_from: raw.string(F::StageFrom)?,
-                stage_to: raw.string(F::StageTo)?,
-                stage_progress_pct: raw.number(F::StageProgressPct)?,
-                comment_length: raw.uint32(F::CommentLength)?,
-                task_id: raw.string(F::TaskId)?,
-                task_due_at: raw.time(F::TaskDueAt)?,
-                task_due_from: raw.time(F::TaskDueFrom)?,
-                amount: raw.number(F::Amount)?,
-                client_id: raw.string(F::ClientId)?,
-                margin: raw.number(F::Margin)?,
-                invoice_id: raw.string(F::InvoiceId)?,
-                currency: raw.string(F::Currency)?,
-            }
-            .check()?,
-        ),
-    };
-    Ok(header.with_body(body))
+    raw.into_event(expected)
 }
 
 /// Appends `"key":` (with the separating comma) to an object being written.
@@ -544,6 +300,7 @@ pub(crate) fn encode(event: &Event) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fields::FIELD_COUNT;
 
     fn check(input: &str, expected: &str) {
         let mut out = String::new();
@@ -564,10 +321,10 @@ mod tests {
 
     #[test]
     fn keys_map_to_fields() {
-        assert_eq!(F::from_key("event_id"), Some(F::EventId));
-        assert_eq!(F::from_key("amount"), Some(F::Amount));
-        assert_eq!(F::from_key("Event_Id"), None);
-        assert_eq!(F::from_key("text"), None);
-        assert_eq!(F::Currency as usize + 1, FIELD_COUNT);
+        assert_eq!(Field::from_key("event_id"), Some(Field::EventId));
+        assert_eq!(Field::from_key("amount"), Some(Field::Amount));
+        assert_eq!(Field::from_key("Event_Id"), None);
+        assert_eq!(Field::from_key("text"), None);
+        assert_eq!(Field::Currency as usize + 1, FIELD_COUNT);
     }
 }

@@ -31,6 +31,7 @@
 #![deny(missing_docs)]
 
 mod error;
+mod fields;
 mod json;
 mod model;
 mod protobuf;
@@ -38,6 +39,7 @@ mod time;
 mod validate;
 
 pub use error::{DecodeError, REJECT_REASONS};
+pub use fields::{EventFields, Field, FieldValue};
 pub use model::{
     Call, CallDirection, CallStatus, CardChange, CardChangeKind, CardType, Event, EventBody, Kind, Message,
     MessageDirection,

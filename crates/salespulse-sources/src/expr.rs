@@ -16,6 +16,8 @@
 //! path   := ("$" | "@") ("." key | "[" index "]" | "[" 'key' "]" | "[*]")*
 //! ```
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use chrono::{DateTime, NaiveDateTime, TimeZone};
@@ -309,9 +311,16 @@ pub(crate) enum Expr {
     Hash(Vec<Expr>),
     Time(Box<Expr>, TimeFormat),
     Regex(Box<Expr>, regex::Regex),
-    Match { value: Box<Expr>, cases: Vec<(String, Expr)>, default: Option<Box<Expr>> },
+    Match {
+        value: Box<Expr>,
+        cases: Vec<(String, Expr)>,
+        default: Option<Box<Expr>>,
+    },
     Manager(Box<Expr>),
     Team(Box<Expr>),
+    /// A sub-expression that occurs more than once in a rule: evaluated at most once per item,
+    /// its value kept in slot `.0` of the scope's cache (see [`share_common`]).
+    Shared(usize, Box<Expr>),
 }
 
 /// What an expression can see.
@@ -323,6 +332,9 @@ pub(crate) struct Scope<'a> {
     pub zone: Tz,
     pub source: &'a str,
     pub directory: &'a Directory,
+    /// The values of the rule's [`Expr::Shared`] sub-expressions for the current item (`None`
+    /// until first evaluated); as many slots as [`share_common`] returned.
+    pub cache: &'a RefCell<Vec<Option<Val>>>,
 }
 
 impl Expr {
@@ -451,7 +463,58 @@ impl Expr {
                 let key = e.eval(scope)?;
                 scope.directory.team(scope.source, &key.text()).map_or(Val::Null, |t| Val::Str(t.to_owned()))
             }
+            Expr::Shared(slot, e) => {
+                if let Some(Some(value)) = scope.cache.borrow().get(*slot) {
+                    return Ok(value.clone());
+                }
+                // An error is not kept: evaluating again gives the same error.
+                let value = e.eval(scope)?;
+                if let Some(cached) = scope.cache.borrow_mut().get_mut(*slot) {
+                    *cached = Some(value.clone());
+                }
+                value
+            }
         })
+    }
+
+    /// Calls `f` on each direct sub-expression.
+    fn for_each_child(&mut self, f: &mut dyn FnMut(&mut Expr)) {
+        match self {
+            Expr::Const(_) | Expr::Path(_) | Expr::Previous | Expr::Current => {}
+            Expr::Not(e)
+            | Expr::Neg(e)
+            | Expr::Num(e)
+            | Expr::Str(e)
+            | Expr::Lower(e)
+            | Expr::Len(e)
+            | Expr::Time(e, _)
+            | Expr::Regex(e, _)
+            | Expr::Manager(e)
+            | Expr::Team(e)
+            | Expr::Shared(_, e) => f(e),
+            Expr::Bin(_, a, b) => {
+                f(a);
+                f(b);
+            }
+            Expr::Coalesce(items) | Expr::Concat(items) | Expr::Hash(items) => items.iter_mut().for_each(f),
+            Expr::If(parts) => parts.iter_mut().for_each(f),
+            Expr::In(value, items) => {
+                f(value);
+                items.iter_mut().for_each(f);
+            }
+            Expr::Match { value, cases, default } => {
+                f(value);
+                cases.iter_mut().for_each(|(_, e)| f(e));
+                if let Some(d) = default {
+                    f(d);
+                }
+            }
+        }
+    }
+
+    /// Whether evaluating this node costs more than reading a value (so sharing it pays).
+    fn worth_sharing(&self) -> bool {
+        !matches!(self, Expr::Const(_) | Expr::Path(_) | Expr::Previous | Expr::Current | Expr::Shared(..))
     }
 
     /// Whether the expression reads `previous` or `current` anywhere.
@@ -468,7 +531,8 @@ impl Expr {
             | Expr::Time(e, _)
             | Expr::Regex(e, _)
             | Expr::Manager(e)
-            | Expr::Team(e) => e.uses_memory(),
+            | Expr::Team(e)
+            | Expr::Shared(_, e) => e.uses_memory(),
             Expr::Bin(_, a, b) => a.uses_memory() || b.uses_memory(),
             Expr::Coalesce(items) | Expr::Concat(items) | Expr::Hash(items) => items.iter().any(Expr::uses_memory),
             Expr::If(parts) => parts.iter().any(Expr::uses_memory),
@@ -480,6 +544,61 @@ impl Expr {
             }
         }
     }
+}
+
+/// Common sub-expression sharing: every sub-expression that occurs more than once across
+/// `exprs` (a rule's `remember`, `when` and field expressions; compared by structure, regex
+/// patterns and time formats included) is wrapped in [`Expr::Shared`], so it is evaluated once
+/// per item however often the rule uses it (the Twilio mapping's `client:` regex and its
+/// `time(.., 'rfc2822')` each appear four times). Returns the number of cache slots. Evaluation
+/// stays lazy, so a shared expression in a branch not taken is still never evaluated.
+pub(crate) fn share_common(exprs: &mut [&mut Expr]) -> usize {
+    fn count(expr: &mut Expr, counts: &mut HashMap<String, usize>) {
+        if expr.worth_sharing() {
+            *counts.entry(format!("{expr:?}")).or_default() += 1;
+        }
+        expr.for_each_child(&mut |child| count(child, counts));
+    }
+    fn wrap(expr: &mut Expr, counts: &HashMap<String, usize>, slots: &mut HashMap<String, usize>) {
+        // Children first: their keys are taken before this node is wrapped.
+        expr.for_each_child(&mut |child| wrap(child, counts, slots));
+        if !expr.worth_sharing() {
+            return;
+        }
+        // The key of the original (unwrapped children) form, as counted.
+        let key = format!("{:?}", unshared(expr));
+        if counts.get(&key).copied().unwrap_or(0) < 2 {
+            return;
+        }
+        let next = slots.len();
+        let slot = *slots.entry(key).or_insert(next);
+        let inner = std::mem::replace(expr, Expr::Const(Val::Null));
+        *expr = Expr::Shared(slot, Box::new(inner));
+    }
+    let mut counts = HashMap::new();
+    for expr in exprs.iter_mut() {
+        count(expr, &mut counts);
+    }
+    let mut slots = HashMap::new();
+    for expr in exprs.iter_mut() {
+        wrap(expr, &counts, &mut slots);
+    }
+    slots.len()
+}
+
+/// `expr` with every [`Expr::Shared`] wrapper removed (the form sub-expressions are compared in).
+fn unshared(expr: &Expr) -> Expr {
+    let mut copy = expr.clone();
+    fn strip(expr: &mut Expr) {
+        if let Expr::Shared(_, inner) = expr {
+            *expr = std::mem::replace(&mut **inner, Expr::Const(Val::Null));
+            strip(expr);
+            return;
+        }
+        expr.for_each_child(&mut strip);
+    }
+    strip(&mut copy);
+    copy
 }
 
 fn numeric(what: &str, v: &Val) -> Result<f64, EvalError> {
@@ -954,6 +1073,7 @@ mod tests {
             zone,
             source: "twilio",
             directory: &directory,
+            cache: &RefCell::new(Vec::new()),
         };
         expr.eval(&scope).map_err(|e| e.problem)
     }

@@ -52,6 +52,8 @@ mod directory;
 mod expr;
 mod memory;
 
+use std::borrow::Cow;
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -66,7 +68,7 @@ pub use decode::{Decoder, MAX_BODY_BYTES, MAX_BRACKET_DEPTH, MAX_BRACKET_INDEX};
 pub use directory::{Directory, UNATTRIBUTED};
 use expr::{Expr, Scope, Val};
 use memory::Memory;
-use salespulse_events::{Encoding, Event, Kind};
+use salespulse_events::{Event, EventFields, FieldValue, Kind};
 
 /// The `rule` label of errors that happen before any rule runs (the body did not decode).
 pub const DECODE_RULE: &str = "decode";
@@ -293,6 +295,8 @@ enum Shape {
 #[derive(Debug)]
 struct Field {
     name: &'static str,
+    /// The contract field `name` stands for.
+    field: salespulse_events::Field,
     shape: Shape,
     text: String,
     expr: Expr,
@@ -308,6 +312,8 @@ struct Rule {
     fields: Vec<Field>,
     /// Whether `source` is set by the rule (else the source's name is used).
     sets_source: bool,
+    /// Cache slots of the rule's shared sub-expressions ([`expr::share_common`]).
+    shared_slots: usize,
     counters: std::sync::OnceLock<RuleCounters>,
 }
 
@@ -468,7 +474,7 @@ impl Source {
             }
         };
         let mut items: Vec<&Node> = Vec::new();
-        let mut json = Vec::with_capacity(512);
+        let cache = RefCell::new(Vec::new());
         for rule in &self.rules {
             items.clear();
             match &rule.each {
@@ -476,7 +482,12 @@ impl Source {
                 None => items.push(&document),
             }
             for item in &items {
-                match self.map_item(rule, &document, item, &mut json) {
+                {
+                    let mut cache = cache.borrow_mut();
+                    cache.clear();
+                    cache.resize(rule.shared_slots, None);
+                }
+                match self.map_item(rule, &document, item, &cache) {
                     Ok(Some(event)) => {
                         if let Some(c) = rule.counters.get() {
                             c.events.inc();
@@ -501,7 +512,7 @@ impl Source {
         rule: &Rule,
         document: &Node,
         item: &Node,
-        json: &mut Vec<u8>,
+        cache: &RefCell<Vec<Option<Val>>>,
     ) -> Result<Option<Event>, Box<MappingError>> {
         let error = |field: &str, expression: Option<&str>, problem: String, value: Option<String>| {
             Box::new(MappingError {
@@ -521,6 +532,7 @@ impl Source {
             zone: self.zone,
             source: &self.name,
             directory: &self.directory,
+            cache,
         };
         // Remembered value: looked up before `when` and the fields see it, stored only once the
         // event is produced (so a filtered or failed item does not move it).
@@ -545,46 +557,32 @@ impl Source {
                 return Ok(None);
             }
         }
-        json.clear();
-        json.extend_from_slice(b"{\"kind\":\"");
-        json.extend_from_slice(rule.kind.as_str().as_bytes());
-        json.push(b'"');
+        // The event is built from typed values and validated by salespulse-events exactly as
+        // its JSON decoder would validate `{"kind": .., field: value, ..}` (no JSON is written
+        // and parsed again).
+        let mut fields = EventFields::new();
         if !rule.sets_source {
-            json.extend_from_slice(b",\"source\":");
-            write_json_string(json, &self.name);
+            fields.set(salespulse_events::Field::Source, FieldValue::Str(Cow::Borrowed(&self.name)));
         }
-        let mut text = String::new();
         for field in &rule.fields {
             let value =
                 field.expr.eval(&scope).map_err(|e| error(field.name, Some(&field.text), e.problem, e.value))?;
-            if value.is_null() {
-                continue;
-            }
-            json.push(b',');
-            write_json_string(json, field.name);
-            json.push(b':');
-            match field.shape {
-                Shape::Number => match value.number() {
-                    Some(n) => {
-                        text.clear();
-                        expr::write_number(&mut text, n);
-                        json.extend_from_slice(text.as_bytes());
-                    }
+            let value = match (field.shape, value) {
+                (_, Val::Null) => continue,
+                (Shape::Number, value) => match value.number() {
+                    Some(n) => number_value(n),
                     None => {
                         let shown = Some(format!("{value:?}"));
                         return Err(error(field.name, Some(&field.text), "expected a number".into(), shown));
                     }
                 },
-                Shape::Bool => json.extend_from_slice(if value.truthy() { b"true" } else { b"false" }),
-                Shape::Text => {
-                    text.clear();
-                    value.write_text(&mut text);
-                    write_json_string(json, &text);
-                }
-            }
+                (Shape::Bool, value) => FieldValue::Bool(value.truthy()),
+                (Shape::Text, Val::Str(text)) => FieldValue::Str(Cow::Owned(text)),
+                (Shape::Text, value) => FieldValue::Str(Cow::Owned(value.text())),
+            };
+            fields.set(field.field, value);
         }
-        json.push(b'}');
-        let event = salespulse_events::decode(json, Encoding::Json, Some(rule.kind)).map_err(|e| {
+        let event = fields.into_event(Some(rule.kind)).map_err(|e| {
             let field = e.field().unwrap_or("event");
             let expression = rule.fields.iter().find(|f| f.name == field).map(|f| f.text.as_str());
             error(field, expression, format!("invalid event: {e}"), None)
@@ -608,9 +606,18 @@ impl Source {
     }
 }
 
-fn write_json_string(out: &mut Vec<u8>, s: &str) {
-    // Serialising a &str into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, s);
+/// A number as the JSON decoder would read its shortest text: integers below 2^53 as integers
+/// (non-negative ones unsigned), everything else as a float.
+fn number_value(n: f64) -> FieldValue<'static> {
+    if n.fract() == 0.0 && n.abs() < 9_007_199_254_740_992.0 {
+        if n >= 0.0 {
+            FieldValue::Uint(n as u64)
+        } else {
+            FieldValue::Int(n as i64)
+        }
+    } else {
+        FieldValue::Float(n)
+    }
 }
 
 fn compile_rule(spec: RuleSpec) -> Result<Rule, String> {
@@ -629,7 +636,7 @@ fn compile_rule(spec: RuleSpec) -> Result<Rule, String> {
         let e = expr::parse(&text).map_err(|e| at(&format!("when `{text}`"), e))?;
         when.push((text, e));
     }
-    let remember = match spec.remember {
+    let mut remember = match spec.remember {
         Some(r) => {
             let entity = expr::parse(&r.entity).map_err(|e| at("remember.entity", e))?;
             let value = expr::parse(&r.value).map_err(|e| at("remember.value", e))?;
@@ -671,7 +678,11 @@ fn compile_rule(spec: RuleSpec) -> Result<Rule, String> {
         } else {
             Shape::Text
         };
-        fields.push(Field { name: canonical, shape, text, expr });
+        // Every name in the tables above is a contract field (checked by a test).
+        let Some(contract) = salespulse_events::Field::from_key(canonical) else {
+            return Err(at(&format!("field `{field}`"), "not a contract field".into()));
+        };
+        fields.push(Field { name: canonical, field: contract, shape, text, expr });
     }
     for required in ["event_id", "occurred_at", "manager_id"] {
         if !fields.iter().any(|f| f.name == required) {
@@ -682,7 +693,25 @@ fn compile_rule(spec: RuleSpec) -> Result<Rule, String> {
         return Err(at("when", "uses `previous`/`current` without `remember`".into()));
     }
     let sets_source = fields.iter().any(|f| f.name == "source");
-    Ok(Rule { name, kind, each, when, remember, fields, sets_source, counters: std::sync::OnceLock::new() })
+    let mut exprs: Vec<&mut Expr> = Vec::new();
+    if let Some((entity, value)) = &mut remember {
+        exprs.push(entity);
+        exprs.push(value);
+    }
+    exprs.extend(when.iter_mut().map(|(_, e)| e));
+    exprs.extend(fields.iter_mut().map(|f| &mut f.expr));
+    let shared_slots = expr::share_common(&mut exprs);
+    Ok(Rule {
+        name,
+        kind,
+        each,
+        when,
+        remember,
+        fields,
+        sets_source,
+        shared_slots,
+        counters: std::sync::OnceLock::new(),
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
