@@ -348,3 +348,161 @@ impl<'a> EventFields<'a> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Encoding;
+    use proptest::prelude::*;
+
+    /// The JSON object a set of typed values stands for.
+    fn to_json(values: &[(Field, FieldValue<'static>)]) -> Vec<u8> {
+        let mut object = serde_json::Map::new();
+        for (field, value) in values {
+            let json = match value {
+                FieldValue::Null => serde_json::Value::Null,
+                FieldValue::Str(s) => serde_json::Value::String(s.to_string()),
+                FieldValue::Int(v) => (*v).into(),
+                FieldValue::Uint(v) => (*v).into(),
+                FieldValue::Float(v) => serde_json::Number::from_f64(*v).map_or(serde_json::Value::Null, Into::into),
+                FieldValue::Bool(v) => (*v).into(),
+            };
+            object.insert(field.name().to_owned(), json);
+        }
+        serde_json::to_vec(&object).unwrap()
+    }
+
+    fn typed(values: &[(Field, FieldValue<'static>)], expected: Option<Kind>) -> Result<Event> {
+        let mut fields = EventFields::new();
+        for (field, value) in values {
+            fields.set(*field, value.clone());
+        }
+        fields.into_event(expected)
+    }
+
+    fn s(text: &str) -> FieldValue<'static> {
+        FieldValue::Str(Cow::Owned(text.to_owned()))
+    }
+
+    /// Valid field sets of each kind, to mutate.
+    fn bases() -> Vec<Vec<(Field, FieldValue<'static>)>> {
+        use Field as F;
+        let common = || {
+            vec![
+                (F::EventId, s("e-1")),
+                (F::OccurredAt, FieldValue::Uint(1_714_557_641_000)),
+                (F::ManagerId, s("m-17")),
+                (F::Source, s("twilio")),
+            ]
+        };
+        let mut call = common();
+        call.extend([
+            (F::CallId, s("c-1")),
+            (F::Direction, s("inbound")),
+            (F::Status, s("answered")),
+            (F::StartedAt, FieldValue::Uint(1_714_557_590_000)),
+            (F::AnsweredAt, FieldValue::Uint(1_714_557_595_000)),
+            (F::EndedAt, FieldValue::Uint(1_714_557_641_000)),
+            (F::TalkSeconds, FieldValue::Uint(46)),
+        ]);
+        let mut message = common();
+        message.extend([
+            (F::MessageId, s("w-1")),
+            (F::DialogId, s("d-1")),
+            (F::Channel, s("WhatsApp")),
+            (F::Direction, s("outbound")),
+            (F::NewDialog, FieldValue::Bool(true)),
+        ]);
+        let mut card = common();
+        card.extend([
+            (F::CardId, s("deal-1")),
+            (F::CardType, s("deal")),
+            (F::Change, s("stage_changed")),
+            (F::StageFrom, s("new")),
+            (F::StageTo, s("offer")),
+            (F::StageProgressPct, FieldValue::Float(40.5)),
+            (F::CommentLength, FieldValue::Uint(12)),
+            (F::TaskDueAt, FieldValue::Uint(1_714_600_000_000)),
+            (F::Amount, FieldValue::Float(1500.25)),
+            (F::Currency, s("rub")),
+        ]);
+        vec![call, message, card]
+    }
+
+    /// Values of every JSON type, valid for some fields and not for others.
+    fn value() -> impl Strategy<Value = FieldValue<'static>> {
+        prop_oneof![
+            Just(FieldValue::Null),
+            prop::sample::select(vec![
+                "",
+                " ",
+                "x",
+                "call",
+                "message",
+                "card_change",
+                "inbound",
+                "outbound",
+                "missed",
+                "no_answer",
+                "lead",
+                "won",
+                "whatsapp",
+                " Telegram ",
+                "we chat",
+                "2024-05-01T13:00:41+03:00",
+                "1999-01-01T00:00:00Z",
+                "not a time",
+                "+7 (916) 123-45-67",
+                "RUB",
+                "ru",
+                "m\u{1}",
+            ])
+            .prop_map(s),
+            Just(s(&"x".repeat(300))),
+            prop::sample::select(vec![0u64, 7, 86_401, 1_714_557_600_000, 1_714_557_700_000, 4_294_967_296, u64::MAX])
+                .prop_map(FieldValue::Uint),
+            prop::sample::select(vec![-1i64, -1_714_557_600_000]).prop_map(FieldValue::Int),
+            prop::sample::select(vec![0.5, 41.5, 100.5, -2.0, 1e20]).prop_map(FieldValue::Float),
+            any::<bool>().prop_map(FieldValue::Bool),
+        ]
+    }
+
+    proptest! {
+        // The typed path and the JSON decoder accept the same events and reject with the same
+        // errors: a mutated valid event, with any expected kind.
+        #[test]
+        fn typed_fields_decode_as_their_json_does(
+            base in 0usize..3,
+            mutations in proptest::collection::vec((0usize..FIELD_COUNT, proptest::option::of(value())), 0..4),
+            expected in proptest::option::of(prop::sample::select(vec![Kind::Call, Kind::Message, Kind::CardChange])),
+        ) {
+            let mut values = bases().swap_remove(base);
+            for (index, value) in mutations {
+                let field = Field::ALL[index];
+                values.retain(|(f, _)| *f != field);
+                if let Some(value) = value {
+                    values.push((field, value));
+                }
+            }
+            let from_json = crate::decode(&to_json(&values), Encoding::Json, expected);
+            prop_assert_eq!(typed(&values, expected), from_json);
+        }
+    }
+
+    #[test]
+    fn typed_fields_reject_as_json_does() {
+        // A few rejections by name, so a change in either path shows here too.
+        let mut values = bases().swap_remove(0);
+        values.push((Field::TalkSeconds, FieldValue::Float(1e20)));
+        values.retain(|(f, v)| *f != Field::TalkSeconds || *v == FieldValue::Float(1e20));
+        let error = typed(&values, None).unwrap_err();
+        assert_eq!(error, DecodeError::invalid("talk_seconds", "not within 0..=86400"));
+        assert_eq!(crate::decode(&to_json(&values), Encoding::Json, None), Err(error));
+        let mut values = bases().swap_remove(1);
+        values.push((Field::Kind, s("call")));
+        let error = typed(&values, Some(Kind::Message)).unwrap_err();
+        assert_eq!(error, DecodeError::KindMismatch { expected: Kind::Message, actual: Kind::Call });
+        assert_eq!(EventFields::new().into_event(None), Err(DecodeError::missing("kind")));
+        assert!(Field::ALL.iter().all(|f| Field::from_key(f.name()) == Some(*f)));
+    }
+}

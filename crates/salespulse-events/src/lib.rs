@@ -12,6 +12,8 @@
 //! - [`Event`] — one validated event: common fields plus an [`EventBody`] of [`Call`],
 //!   [`Message`] or [`CardChange`].
 //! - [`Encoding`] — JSON or protobuf, from a content type or by sniffing.
+//! - [`EventFields`] — an event's fields as typed values; [`EventFields::into_event`] is the
+//!   validation the JSON decoder uses, for callers that hold typed values (source mappings).
 //! - [`DecodeError`] — why a payload was rejected.
 //! - [`proto`] — the prost types generated from `proto/salespulse/v1/events.proto`.
 //!

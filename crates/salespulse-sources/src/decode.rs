@@ -113,7 +113,11 @@ pub(crate) fn form_pairs(payload: &[u8]) -> impl Iterator<Item = (Cow<'_, str>, 
 /// One decoded form component; borrowed when it holds no `+` and no `%`.
 fn form_component(raw: &[u8]) -> Cow<'_, str> {
     if !raw.iter().any(|&b| b == b'+' || b == b'%') {
-        return String::from_utf8_lossy(raw);
+        // The strict check first: it is much faster than the lossy one on valid text.
+        return match std::str::from_utf8(raw) {
+            Ok(text) => Cow::Borrowed(text),
+            Err(_) => String::from_utf8_lossy(raw),
+        };
     }
     let mut out = Vec::with_capacity(raw.len());
     let mut i = 0;

@@ -16,11 +16,12 @@
 //! path   := ("$" | "@") ("." key | "[" index "]" | "[" 'key' "]" | "[*]")*
 //! ```
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
-use chrono::{DateTime, NaiveDateTime, TimeZone};
+use chrono::{DateTime, TimeZone};
 use chrono_tz::Tz;
 use serde_json::Value as Node;
 use sha1::{Digest, Sha1};
@@ -70,6 +71,14 @@ impl Val {
         let mut out = String::new();
         self.write_text(&mut out);
         out
+    }
+
+    /// [`Val::text`] without a copy when the value is already a string.
+    pub(crate) fn as_text(&self) -> Cow<'_, str> {
+        match self {
+            Val::Str(s) => Cow::Borrowed(s),
+            other => Cow::Owned(other.text()),
+        }
     }
 
     pub(crate) fn write_text(&self, out: &mut String) {
@@ -202,9 +211,10 @@ pub(crate) enum TimeFormat {
     UnixMicros,
     Rfc3339,
     Rfc2822,
-    /// A strptime pattern; `with_offset` when it contains `%z`, else read in the source's zone.
+    /// A strptime pattern, parsed once into chrono's items; `with_offset` when it contains
+    /// `%z`, else read in the source's zone.
     Pattern {
-        pattern: String,
+        items: Vec<chrono::format::Item<'static>>,
         with_offset: bool,
     },
 }
@@ -219,12 +229,11 @@ impl TimeFormat {
             "rfc2822" => TimeFormat::Rfc2822,
             pattern if pattern.contains('%') => {
                 let with_offset = pattern.contains("%z") || pattern.contains("%:z");
-                // Check the pattern once with chrono's own parser of format strings.
-                let items: Vec<_> = chrono::format::StrftimeItems::new(pattern).collect();
-                if items.iter().any(|i| matches!(i, chrono::format::Item::Error)) {
-                    return Err(format!("invalid strptime pattern {pattern:?}"));
-                }
-                TimeFormat::Pattern { pattern: pattern.to_owned(), with_offset }
+                // Parsed once with chrono's own parser of format strings (which also checks it).
+                let items = chrono::format::StrftimeItems::new(pattern)
+                    .parse_to_owned()
+                    .map_err(|_| format!("invalid strptime pattern {pattern:?}"))?;
+                TimeFormat::Pattern { items, with_offset }
             }
             other => {
                 return Err(format!(
@@ -255,11 +264,13 @@ impl TimeFormat {
         let ms = match self {
             TimeFormat::Rfc3339 => DateTime::parse_from_rfc3339(text).ok().map(|t| t.timestamp_millis()),
             TimeFormat::Rfc2822 => DateTime::parse_from_rfc2822(text).ok().map(|t| t.timestamp_millis()),
-            TimeFormat::Pattern { pattern, with_offset: true } => {
-                DateTime::parse_from_str(text, pattern).ok().map(|t| t.timestamp_millis())
+            // What `DateTime::parse_from_str` and `NaiveDateTime::parse_from_str` do, without
+            // parsing the pattern again.
+            TimeFormat::Pattern { items, with_offset: true } => {
+                parse_items(text, items).and_then(|p| p.to_datetime().ok()).map(|t| t.timestamp_millis())
             }
-            TimeFormat::Pattern { pattern, with_offset: false } => NaiveDateTime::parse_from_str(text, pattern)
-                .ok()
+            TimeFormat::Pattern { items, with_offset: false } => parse_items(text, items)
+                .and_then(|p| p.to_naive_datetime_with_offset(0).ok())
                 // An ambiguous local time (the hour repeated when clocks go back) takes the
                 // earlier instant; a skipped one (clocks go forward) does not exist and fails.
                 .and_then(|naive| zone.from_local_datetime(&naive).earliest())
@@ -271,6 +282,12 @@ impl TimeFormat {
             None => fail("time: does not match the format", Some(value)),
         }
     }
+}
+
+fn parse_items(text: &str, items: &[chrono::format::Item<'static>]) -> Option<chrono::format::Parsed> {
+    let mut parsed = chrono::format::Parsed::new();
+    chrono::format::parse(&mut parsed, text, items.iter()).ok()?;
+    Some(parsed)
 }
 
 /// Binary operators.
@@ -406,7 +423,7 @@ impl Expr {
             },
             Expr::Len(e) => match e.eval(scope)? {
                 Val::Null => Val::Num(0.0),
-                v => Val::Num(v.text().chars().count() as f64),
+                v => Val::Num(v.as_text().chars().count() as f64),
             },
             Expr::Hash(items) => {
                 let mut hasher = Sha1::new();
@@ -414,7 +431,7 @@ impl Expr {
                     if i > 0 {
                         hasher.update([0u8]);
                     }
-                    hasher.update(e.eval(scope)?.text().as_bytes());
+                    hasher.update(e.eval(scope)?.as_text().as_bytes());
                 }
                 let digest = hasher.finalize();
                 let mut out = String::with_capacity(32);
@@ -430,7 +447,7 @@ impl Expr {
             Expr::Regex(e, re) => match e.eval(scope)? {
                 Val::Null => Val::Null,
                 v => {
-                    let text = v.text();
+                    let text = v.as_text();
                     match re.captures(&text) {
                         Some(caps) => {
                             let m = caps.get(1).or_else(|| caps.get(0)).map_or("", |m| m.as_str());
@@ -446,7 +463,7 @@ impl Expr {
             },
             Expr::Match { value, cases, default } => {
                 let v = value.eval(scope)?;
-                let key = v.text();
+                let key = v.as_text();
                 match cases.iter().find(|(k, _)| *k == key) {
                     Some((_, e)) => e.eval(scope)?,
                     None => match default {
@@ -457,11 +474,11 @@ impl Expr {
             }
             Expr::Manager(e) => {
                 let key = e.eval(scope)?;
-                Val::Str(scope.directory.manager(scope.source, &key.text()).to_owned())
+                Val::Str(scope.directory.manager(scope.source, &key.as_text()).to_owned())
             }
             Expr::Team(e) => {
                 let key = e.eval(scope)?;
-                scope.directory.team(scope.source, &key.text()).map_or(Val::Null, |t| Val::Str(t.to_owned()))
+                scope.directory.team(scope.source, &key.as_text()).map_or(Val::Null, |t| Val::Str(t.to_owned()))
             }
             Expr::Shared(slot, e) => {
                 if let Some(Some(value)) = scope.cache.borrow().get(*slot) {
@@ -616,9 +633,9 @@ pub(crate) fn equal(a: &Val, b: &Val) -> bool {
         (Val::Null, _) | (_, Val::Null) => false,
         (Val::Num(_), _) | (_, Val::Num(_)) => match (a.number(), b.number()) {
             (Some(x), Some(y)) => x == y,
-            _ => a.text() == b.text(),
+            _ => a.as_text() == b.as_text(),
         },
-        _ => a.text() == b.text(),
+        _ => a.as_text() == b.as_text(),
     }
 }
 
@@ -1137,6 +1154,37 @@ mod tests {
         check("time('Tue, 10 Sep 2024 10:15:02 +0000', 'rfc2822')", Val::Num(1_725_963_302_000.0));
         check("time('2024-09-10 13:14:50 +0300', '%Y-%m-%d %H:%M:%S %z')", Val::Num(1_725_963_290_000.0));
         check("time('2024-09-10 10:14:50', '%Y-%m-%d %H:%M:%S')", Val::Num(1_725_963_290_000.0));
+    }
+
+    #[test]
+    fn shared_sub_expressions_are_evaluated_once_and_give_the_same_values() {
+        let texts = [
+            "if(regex($.chan, '/(\\d+)-') != null, 'internal', 'external')",
+            "concat(regex($.chan, '/(\\d+)-'), '@', time('1725963385', 'unix_s'))",
+            "time('1725963385', 'unix_s') + 1000",
+            "coalesce($.missing, regex($.chan, 'IAX'), 'none')",
+        ];
+        let document = json!({"chan": "PJSIP/101-0000002b"});
+        let directory = Directory::default();
+        let mut shared: Vec<Expr> = texts.iter().map(|t| parse(t).unwrap()).collect();
+        let slots = share_common(&mut shared.iter_mut().collect::<Vec<_>>());
+        // `regex($.chan, '/(\d+)-')` and `time('1725963385', 'unix_s')`; the IAX regex is used once.
+        assert_eq!(slots, 2);
+        let cache = RefCell::new(vec![None; slots]);
+        let scope = Scope {
+            document: &document,
+            item: &document,
+            previous: &Val::Null,
+            current: &Val::Null,
+            zone: Tz::UTC,
+            source: "t",
+            directory: &directory,
+            cache: &cache,
+        };
+        for (text, expr) in texts.iter().zip(&shared) {
+            assert_eq!(expr.eval(&scope).ok(), eval_with(text, &document, Tz::UTC).ok(), "{text}");
+        }
+        assert_eq!(cache.borrow().as_slice(), [Some(Val::Str("101".into())), Some(Val::Num(1_725_963_385_000.0))]);
     }
 
     #[test]

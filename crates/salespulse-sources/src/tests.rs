@@ -106,6 +106,15 @@ fn every_shipped_mapping_compiles_and_the_directory_parses() {
     assert_eq!(value("salespulse_source_errors_total", DECODE_RULE), Some(0.0));
 }
 
+#[test]
+fn every_mappable_field_is_a_contract_field() {
+    for kind in [Kind::Call, Kind::Message, Kind::CardChange] {
+        for name in COMMON_FIELDS.iter().chain(kind_fields(kind)) {
+            assert!(salespulse_events::Field::from_key(name).is_some(), "{name}");
+        }
+    }
+}
+
 fn inline(rules: &str) -> Source {
     let text = format!("source = \"t\"\ndecoder = \"json\"\n{rules}");
     Source::compile(&text, directory()).unwrap()
