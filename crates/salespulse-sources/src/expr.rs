@@ -534,32 +534,15 @@ impl Expr {
         !matches!(self, Expr::Const(_) | Expr::Path(_) | Expr::Previous | Expr::Current | Expr::Shared(..))
     }
 
-    /// Whether the expression reads `previous` or `current` anywhere.
+    /// Whether the expression reads `previous` or `current` anywhere (at compile time only:
+    /// it walks a copy).
     pub(crate) fn uses_memory(&self) -> bool {
-        match self {
-            Expr::Previous | Expr::Current => true,
-            Expr::Const(_) | Expr::Path(_) => false,
-            Expr::Not(e)
-            | Expr::Neg(e)
-            | Expr::Num(e)
-            | Expr::Str(e)
-            | Expr::Lower(e)
-            | Expr::Len(e)
-            | Expr::Time(e, _)
-            | Expr::Regex(e, _)
-            | Expr::Manager(e)
-            | Expr::Team(e)
-            | Expr::Shared(_, e) => e.uses_memory(),
-            Expr::Bin(_, a, b) => a.uses_memory() || b.uses_memory(),
-            Expr::Coalesce(items) | Expr::Concat(items) | Expr::Hash(items) => items.iter().any(Expr::uses_memory),
-            Expr::If(parts) => parts.iter().any(Expr::uses_memory),
-            Expr::In(v, items) => v.uses_memory() || items.iter().any(Expr::uses_memory),
-            Expr::Match { value, cases, default } => {
-                value.uses_memory()
-                    || cases.iter().any(|(_, e)| e.uses_memory())
-                    || default.as_ref().is_some_and(|d| d.uses_memory())
-            }
+        if matches!(self, Expr::Previous | Expr::Current) {
+            return true;
         }
+        let mut uses = false;
+        self.clone().for_each_child(&mut |child| uses |= child.uses_memory());
+        uses
     }
 }
 
