@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use prometheus::{IntCounter, IntGauge, Registry};
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
@@ -14,7 +15,8 @@ use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 use rdkafka::{ClientContext, TopicPartitionList};
 use salespulse_engine::{Engine, RateLimited, Record};
 
-use crate::dlq::DeadLetters;
+use crate::dlq::{DeadLetters, Source};
+use crate::pipeline::{Batch, Dispatcher};
 use crate::properties::KafkaProperties;
 use crate::rebuild::{Rebuilds, Replay};
 use crate::status::{Health, Liveness, LivenessCollector};
@@ -35,6 +37,20 @@ pub struct IngestConfig {
     pub topics: Vec<String>,
     /// Further librdkafka properties, passed through as they are (they override the defaults).
     pub properties: KafkaProperties,
+    /// Threads that decode and apply records, partition `p` of every topic on thread
+    /// `p % apply_threads`; the polling thread only copies records to them. 1 applies on the
+    /// polling thread itself (no copy, no hand-over); 0 means one per available core.
+    pub apply_threads: usize,
+}
+
+impl IngestConfig {
+    /// The apply threads to run: `apply_threads`, or one per available core when it is 0.
+    pub fn apply_threads(&self) -> usize {
+        match self.apply_threads {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            threads => threads,
+        }
+    }
 }
 
 struct IngestContext {
@@ -49,6 +65,19 @@ struct IngestContext {
     assigned: IntGauge,
     errors: IntCounter,
     rebalances: IntCounter,
+    /// The apply threads' hand-over, while they run: a rebalance waits for them to apply what
+    /// was polled before it drops or rebuilds state.
+    pipeline: Mutex<Option<Arc<Dispatcher>>>,
+}
+
+impl IngestContext {
+    /// Returns once every record polled so far is applied and its offset stored.
+    fn quiesce(&self) {
+        let pipeline = self.pipeline.lock().clone();
+        if let Some(pipeline) = pipeline {
+            pipeline.quiesce();
+        }
+    }
 }
 
 impl ClientContext for IngestContext {
@@ -76,6 +105,9 @@ impl ConsumerContext for IngestContext {
     /// (`rebuild::Rebuilds::plan`); revoked partitions drop their groups' state.
     fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
         self.rebalances.inc();
+        // Records polled before the rebalance are applied (and their offsets stored, for the
+        // commit on revoke) before any state is dropped or rebuilt.
+        self.quiesce();
         let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
         let result = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
@@ -139,6 +171,7 @@ pub struct Ingest {
     liveness: Arc<Liveness>,
     /// Where rejected records go, when a dead-letter topic is configured.
     pub(crate) dead_letters: Option<DeadLetters>,
+    apply_threads: usize,
 }
 
 impl std::fmt::Debug for Ingest {
@@ -181,6 +214,7 @@ impl Ingest {
             assigned,
             errors,
             rebalances,
+            pipeline: Mutex::new(None),
         };
 
         let mut client = ClientConfig::new();
@@ -199,13 +233,12 @@ impl Ingest {
             // The statistics tell whether a broker connection is up (`salespulse_kafka_up`).
             .set("statistics.interval.ms", "1000")
             // Keep the local fetch queue full while a backlog is applied (catch-up, rebuild).
-            // librdkafka's defaults pause a partition's fetching for a whole second once its
-            // queue passes 100,000 records, and ingest then idles on an empty queue: measured on
-            // the `make bench` topic (2M protobuf events, 8 partitions), 121k events/s with the
-            // defaults, 237k with these. The queue stays bounded by queued.max.messages.kbytes
-            // (64 MiB), as before.
+            // librdkafka's default pauses a partition's fetching for a whole second once the
+            // queue is full, and ingest then idles on an empty queue: measured on the `make bench`
+            // topic (2M protobuf events, 8 partitions), 121k events/s with the default, 207-237k
+            // with 10 ms. The queue stays at librdkafka's default bound (100,000 records):
+            // raising it to a million bought nothing more and cost 250 MiB of RSS.
             .set("fetch.queue.backoff.ms", "10")
-            .set("queued.min.messages", "1000000")
             .set_log_level(RDKafkaLogLevel::Warning);
         for (key, value) in config.properties.iter() {
             client.set(key, value);
@@ -214,23 +247,69 @@ impl Ingest {
             client.create_with_context(context).map_err(kafka_error("creating the consumer"))?;
         let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics).map_err(kafka_error("subscribing"))?;
-        Ok(Ingest { consumer, engine, poll_errors, liveness, dead_letters: None })
+        let apply_threads = config.apply_threads();
+        Ok(Ingest { consumer, engine, poll_errors, liveness, dead_letters: None, apply_threads })
     }
 
     /// Consumes until `stop` is set, then commits what was applied. Blocking: run it on its own
-    /// thread. Returns after the final commit; closing the consumer is left to drop.
+    /// thread (it starts the apply threads, if more than one, and joins them before it returns).
+    /// Returns after the final commit; closing the consumer is left to drop.
     pub fn run(&self, stop: &AtomicBool) {
+        if self.apply_threads <= 1 {
+            self.poll_loop(stop, None);
+        } else {
+            let (dispatcher, workers) = Dispatcher::new(self.apply_threads);
+            let dispatcher = Arc::new(dispatcher);
+            *self.consumer.context().pipeline.lock() = Some(Arc::clone(&dispatcher));
+            std::thread::scope(|scope| {
+                for (index, worker) in workers.into_iter().enumerate() {
+                    let dispatcher = &dispatcher;
+                    let spawned = std::thread::Builder::new()
+                        .name(format!("apply-{index}"))
+                        .spawn_scoped(scope, move || dispatcher.work(worker, |batch| self.apply_batch(batch)));
+                    if let Err(error) = spawned {
+                        // Its lane's records then wait forever: better to stop than to stall.
+                        tracing::error!(%error, "could not start an apply thread; ingest stops");
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                }
+                self.poll_loop(stop, Some(&dispatcher));
+                dispatcher.close();
+            });
+            *self.consumer.context().pipeline.lock() = None;
+        }
+        self.commit_final();
+        if let Some(dead_letters) = &self.dead_letters {
+            dead_letters.flush(Duration::from_secs(5));
+        }
+    }
+
+    /// Polls until `stop` is set; applies each record here, or hands it to `pipeline`.
+    fn poll_loop(&self, stop: &AtomicBool, pipeline: Option<&Dispatcher>) {
         let mut last_error_log: Option<Instant> = None;
         let mut last_position_check = Instant::now();
-        let rebuilds = &self.consumer.context().rebuilds;
+        let context = self.consumer.context();
+        // Records handed to the pipeline's partly filled batches since the last flush.
+        let mut unflushed = false;
         while !stop.load(Ordering::Relaxed) {
-            if rebuilds.active() && last_position_check.elapsed() >= POSITION_CHECK_EVERY {
+            if context.rebuilds.active() && last_position_check.elapsed() >= POSITION_CHECK_EVERY {
                 last_position_check = Instant::now();
                 if let Ok(positions) = self.consumer.position() {
-                    rebuilds.check_positions(&positions);
+                    if context.rebuilds.any_reached(&positions) {
+                        // Caught up only once what was polled up to the position is applied.
+                        context.quiesce();
+                        context.rebuilds.check_positions(&positions);
+                    }
                 }
             }
-            let Some(result) = self.consumer.poll(Duration::from_millis(100)) else {
+            // With records waiting in partly filled batches, look for more without waiting, and
+            // hand the batches over as soon as there is nothing more to read.
+            let timeout = if unflushed { Duration::ZERO } else { Duration::from_millis(100) };
+            let Some(result) = self.consumer.poll(timeout) else {
+                if let Some(pipeline) = pipeline.filter(|_| unflushed) {
+                    pipeline.flush();
+                    unflushed = false;
+                }
                 continue;
             };
             let message = match result {
@@ -244,36 +323,83 @@ impl Ingest {
                     continue;
                 }
             };
+            self.liveness.record(message.topic());
+            if let Some(pipeline) = pipeline {
+                pipeline.push(&message);
+                unflushed = true;
+                continue;
+            }
             let content_type = message.headers().and_then(|headers| {
                 headers.iter().find(|h| h.key.eq_ignore_ascii_case("content-type")).and_then(|h| h.value)
             });
-            let record = Record {
+            let source = Source {
                 topic: message.topic(),
                 partition: message.partition(),
                 offset: message.offset(),
-                content_type,
+                timestamp_ms: message.timestamp().to_millis(),
+                key: message.key(),
                 payload: message.payload(),
             };
-            self.liveness.record(record.topic);
-            let replay = rebuilds.record(record.topic, record.partition, record.offset);
-            let outcome = self.engine.ingest(&record);
-            if replay == Replay::Replayed {
-                // Handled before (that is why it is below the committed offset), side effects
-                // such as a dead-letter copy included: only the state is rebuilt. Storing its
-                // offset would move the committed offset back.
-                continue;
-            }
-            if let Some(dead_letters) = &self.dead_letters {
-                dead_letters.route(&message, &outcome);
-            }
-            if let Err(error) = self.consumer.store_offset_from_message(&message) {
-                // The partition was revoked meanwhile: its new owner re-reads from the last commit.
-                tracing::debug!(%error, "could not store offset");
+            if self.settle(&source, content_type, message.headers()) {
+                if let Err(error) = self.consumer.store_offset_from_message(&message) {
+                    // The partition was revoked meanwhile: its new owner re-reads from the last
+                    // commit.
+                    tracing::debug!(%error, "could not store offset");
+                }
             }
         }
-        self.commit_final();
+    }
+
+    /// Applies one record and, unless it is replayed, sends it to the dead-letter topic if it
+    /// was not applied for its content. Returns whether its offset is to be stored.
+    fn settle<H: Headers>(&self, source: &Source<'_>, content_type: Option<&[u8]>, headers: Option<&H>) -> bool {
+        let record = Record {
+            topic: source.topic,
+            partition: source.partition,
+            offset: source.offset,
+            content_type,
+            payload: source.payload,
+        };
+        let replay = self.consumer.context().rebuilds.record(record.topic, record.partition, record.offset);
+        let outcome = self.engine.ingest(&record);
+        if replay == Replay::Replayed {
+            // Handled before (that is why it is below the committed offset), side effects such
+            // as a dead-letter copy included: only the state is rebuilt. Storing its offset
+            // would move the committed offset back.
+            return false;
+        }
         if let Some(dead_letters) = &self.dead_letters {
-            dead_letters.flush(Duration::from_secs(5));
+            dead_letters.route_source(source, headers, &outcome);
+        }
+        true
+    }
+
+    /// An apply thread's work: every record of `batch` in order, then one offset store per
+    /// partition (the batch's last record to store of that partition).
+    fn apply_batch(&self, batch: &Batch) {
+        let mut stores: Vec<(&str, i32, i64)> = Vec::new();
+        for record in batch.iter() {
+            let source = Source {
+                topic: record.topic(),
+                partition: record.partition(),
+                offset: record.offset(),
+                timestamp_ms: record.timestamp().to_millis(),
+                key: record.key(),
+                payload: record.payload(),
+            };
+            if !self.settle(&source, record.header("content-type"), Some(record.headers())) {
+                continue;
+            }
+            match stores.iter_mut().find(|(topic, partition, _)| *partition == source.partition && *topic == source.topic)
+            {
+                Some(store) => store.2 = store.2.max(source.offset),
+                None => stores.push((source.topic, source.partition, source.offset)),
+            }
+        }
+        for (topic, partition, offset) in stores {
+            if let Err(error) = self.consumer.store_offset(topic, partition, offset) {
+                tracing::debug!(%error, "could not store offset");
+            }
         }
     }
 

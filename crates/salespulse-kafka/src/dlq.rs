@@ -109,6 +109,17 @@ impl std::fmt::Debug for DeadLetters {
     }
 }
 
+/// Where a record came from and what it held: the part of a dead letter the record gives.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Source<'a> {
+    pub(crate) topic: &'a str,
+    pub(crate) partition: i32,
+    pub(crate) offset: i64,
+    pub(crate) timestamp_ms: Option<i64>,
+    pub(crate) key: Option<&'a [u8]>,
+    pub(crate) payload: Option<&'a [u8]>,
+}
+
 /// Why a dead letter was not even queued.
 const DROP_REASONS: [&str; 3] = ["queue_full", "too_large", "error"];
 
@@ -165,6 +176,19 @@ impl DeadLetters {
     /// records are not dead letters, nor is a mapped record (its mapping errors are rejections).
     /// Never blocks.
     pub fn route(&self, message: &BorrowedMessage<'_>, outcome: &Outcome) {
+        let source = Source {
+            topic: message.topic(),
+            partition: message.partition(),
+            offset: message.offset(),
+            timestamp_ms: message.timestamp().to_millis(),
+            key: message.key(),
+            payload: message.payload(),
+        };
+        self.route_source(&source, message.headers(), outcome);
+    }
+
+    /// [`DeadLetters::route`] for a record read from wherever it was copied to.
+    pub(crate) fn route_source<H: Headers>(&self, source: &Source<'_>, headers: Option<&H>, outcome: &Outcome) {
         let (reason, error) = match outcome {
             Outcome::Rejected(rejection) => (rejection.reason(), rejection.to_string()),
             Outcome::Overflow => (OVERFLOW_REASON, "the manager cap is reached and the manager is new".to_owned()),
@@ -173,16 +197,16 @@ impl DeadLetters {
             _ => return,
         };
         let letter = DeadLetter {
-            topic: message.topic(),
-            partition: message.partition(),
-            offset: message.offset(),
-            timestamp_ms: message.timestamp().to_millis(),
-            key: message.key(),
-            payload: message.payload(),
+            topic: source.topic,
+            partition: source.partition,
+            offset: source.offset,
+            timestamp_ms: source.timestamp_ms,
+            key: source.key,
+            payload: source.payload,
             reason,
             error: &error,
         };
-        self.send(&letter, message.headers());
+        self.send(&letter, headers);
     }
 
     /// Queues one dead letter; `original` headers are copied before the `salespulse.*` ones.

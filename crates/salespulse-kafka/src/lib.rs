@@ -17,6 +17,7 @@ mod admin;
 mod consumer;
 mod dlq;
 mod mock;
+mod pipeline;
 mod producer;
 mod properties;
 mod raw;

@@ -47,6 +47,14 @@ struct Pending {
     next: i64,
 }
 
+impl Pending {
+    /// Whether the consumer's position in `positions` has reached the target.
+    fn reached(&self, positions: &TopicPartitionList) -> bool {
+        let position = positions.find_partition(&self.topic, self.partition).map(|e| e.offset());
+        matches!(position, Some(Offset::Offset(position)) if position >= self.target)
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
     /// Few partitions per replica: a list scanned per record is cheaper than hashing a key.
@@ -296,20 +304,23 @@ impl Rebuilds {
         Replay::Replayed
     }
 
-    /// Marks partitions whose consumer position reached their target as caught up.
+    /// Whether some rebuilding partition's consumer position has reached its target.
+    pub(crate) fn any_reached(&self, positions: &TopicPartitionList) -> bool {
+        self.state.lock().pending.iter().any(|pending| pending.reached(positions))
+    }
+
+    /// Marks partitions whose consumer position reached their target as caught up. The caller
+    /// makes sure every record polled up to those positions is applied first.
     pub(crate) fn check_positions(&self, positions: &TopicPartitionList) {
         let mut state = self.state.lock();
         let mut index = 0;
         while index < state.pending.len() {
             let pending = &state.pending[index];
-            let position = positions.find_partition(&pending.topic, pending.partition).map(|e| e.offset());
-            if let Some(Offset::Offset(position)) = position {
-                if position >= pending.target {
-                    self.metrics.remaining.sub((pending.target - pending.next).max(0));
-                    state.pending[index].next = state.pending[index].target;
-                    self.finish(&mut state, index);
-                    continue;
-                }
+            if pending.reached(positions) {
+                self.metrics.remaining.sub((pending.target - pending.next).max(0));
+                state.pending[index].next = state.pending[index].target;
+                self.finish(&mut state, index);
+                continue;
             }
             index += 1;
         }

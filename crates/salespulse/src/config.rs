@@ -126,6 +126,11 @@ pub struct KafkaSection {
     /// Where rejected records go.
     #[serde(default)]
     pub dead_letter: DeadLetterSection,
+    /// Threads that decode and apply records (partition `p` of every topic on thread
+    /// `p % apply_threads`, so a partition group keeps one writer); the polling thread hands them
+    /// batches. 0 (the default) is one per available core; 1 applies on the polling thread.
+    #[serde(default)]
+    pub apply_threads: usize,
 }
 
 /// `[kafka.dead_letter]`
@@ -814,6 +819,7 @@ impl FileConfig {
             group_id: self.kafka.group_id.clone(),
             topics: names,
             properties,
+            apply_threads: self.kafka.apply_threads,
         };
         let baseline_snapshot = self.anomalies.snapshot_path.clone();
         let sources = match (&self.sources, mapped.is_empty()) {

@@ -93,6 +93,7 @@ pub fn run(listen: SocketAddr, managers: usize, events_per_second: f64) -> anyho
             group_id: "salespulse-demo".into(),
             topics: vec![CALLS.into(), MESSAGES.into(), CRM.into()],
             properties: Default::default(),
+            apply_threads: 0,
         },
         listen,
         log,
