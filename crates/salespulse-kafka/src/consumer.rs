@@ -390,7 +390,9 @@ impl Ingest {
             if !self.settle(&source, record.header("content-type"), Some(record.headers())) {
                 continue;
             }
-            match stores.iter_mut().find(|(topic, partition, _)| *partition == source.partition && *topic == source.topic)
+            match stores
+                .iter_mut()
+                .find(|(topic, partition, _)| *partition == source.partition && *topic == source.topic)
             {
                 Some(store) => store.2 = store.2.max(source.offset),
                 None => stores.push((source.topic, source.partition, source.offset)),
