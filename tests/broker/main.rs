@@ -78,8 +78,10 @@ fn calls_end_to_end_exact_values_then_clean_restart() {
     let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let group = unique("it-group");
     // Export lists are configuration too: talk time in the 1h window (by default it is today/shift).
+    // One apply thread: this test covers applying on the polling thread; the others use the
+    // default (one apply thread per core, records handed over in batches).
     let tables = format!(
-        "[[kafka.topics]]\nname = \"{topic}\"\nkind = \"call\"\n\
+        "apply_threads = 1\n[[kafka.topics]]\nname = \"{topic}\"\nkind = \"call\"\n\
          [windows.export]\ncalls = [\"5m\", \"1h\"]\nsuccessful_contacts = [\"1h\"]\n\
          missed_calls = [\"1h\"]\ncall_talk_seconds = [\"1h\"]\n"
     );
