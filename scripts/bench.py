@@ -4,6 +4,10 @@ measured in the same run (`make bench`; not part of `make test`).
 
     scripts/bench.py                 the full run (about 15 minutes on 2 cores)
     scripts/bench.py --quick         small topics, one run: checks the harness works (about 2 minutes)
+    scripts/bench.py --only scrape --managers 10000 --runs 1 --no-doc
+                                     one phase at one manager count (about 2 minutes)
+    KAFKA_BOOTSTRAP=... scripts/bench.py --only scrape --managers 10000 --reuse-topics --bin /tmp/old
+                                     before/after: another binary on the topics of an earlier run
 
 What it does, in order:
  1. Starts a broker with scripts/kafka.sh (or uses KAFKA_BOOTSTRAP) and fills topics of 8 partitions
@@ -26,6 +30,8 @@ What it does, in order:
  5. Writes target/bench/results.json, rewrites the generated section of docs/performance.md and the
     plot docs/performance-e2e.png (throughput and peak RSS against manager count).
 Every figure is a median over the runs; the report gives each as a ratio to the ceiling.
+`--only` and `--managers` select phases and manager counts (the report then has only those);
+`--save-bodies DIR` keeps the last full scrape of each scrape run, to see what a body is made of.
 """
 
 import argparse
@@ -100,6 +106,21 @@ class Broker:
         if self.state:
             subprocess.run([KAFKA_SH, "stop"], env=self.env(), check=False)
             shutil.rmtree(self.state, ignore_errors=True)
+
+
+def topic_exists(broker, topic):
+    out = subprocess.run(["kcat", "-L", "-b", broker.bootstrap, "-t", topic, "-J"], capture_output=True, text=True)
+    if out.returncode != 0:
+        return False
+    topics = json.loads(out.stdout).get("topics", [])
+    return any(t.get("topic") == topic and not t.get("err") and t.get("partitions") for t in topics)
+
+
+def topic_bytes(broker, topic):
+    """Payload bytes of a topic, as loadgen reports them for the topics it writes."""
+    out = subprocess.run(["kcat", "-C", "-b", broker.bootstrap, "-t", topic, "-o", "beginning", "-e", "-q",
+                          "-f", "%S\\n"], check=True, capture_output=True, text=True)
+    return sum(int(n) for n in out.stdout.split())
 
 
 def loadgen(broker, topic, events, managers, encoding, seed):
@@ -226,7 +247,7 @@ level = "warn"
         self.log.close()
 
 
-def consume_run(broker, topic, events, workdir, scrape_interval=None):
+def consume_run(broker, topic, events, workdir, scrape_interval=None, save_body=None):
     """One daemon in a fresh group, from the first record to an outcome for every record."""
     group = f"bench-{topic}-{time.time_ns()}"
     daemon = Daemon(broker, [topic], group, workdir)
@@ -263,6 +284,9 @@ def consume_run(broker, topic, events, workdir, scrape_interval=None):
             thread.join(timeout=60)
         peak_rss = proc_peak_rss(daemon.process.pid)
         _, body = http_get(daemon.url + "/metrics", timeout=300)
+        if save_body:
+            with open(save_body, "wb") as f:
+                f.write(body)
         totals = parse_samples(body.decode(), set(OUTCOMES) | {"salespulse_managers"})
         counted = events - done_at_start
         result = {
@@ -349,7 +373,11 @@ def machine():
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
+PHASES = ("throughput", "scrape", "rebuild")
+
+
 def main():
+    global BIN
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small topics and one run: a check of the harness")
     parser.add_argument("--runs", type=int, default=3)
@@ -357,12 +385,28 @@ def main():
     parser.add_argument("--scrape-interval", type=float, default=1.0, help="seconds between full scrapes")
     parser.add_argument("--rebuild-events", type=int, default=10_000_000)
     parser.add_argument("--no-doc", action="store_true", help="do not rewrite docs/performance.md and the plot")
+    parser.add_argument("--only", action="append", choices=PHASES,
+                        help="run only this phase (repeatable); implies --no-doc")
+    parser.add_argument("--managers", action="append", type=int,
+                        help="manager count of the scrape phase (repeatable) [1000, 10000, 100000]")
+    parser.add_argument("--bin", default=BIN, help="the salespulse binary to measure [target/release/salespulse]")
+    parser.add_argument("--reuse-topics", action="store_true",
+                        help="name topics by content and load only those missing (with KAFKA_BOOTSTRAP: "
+                             "several binaries measured on the same records)")
+    parser.add_argument("--save-bodies", metavar="DIR", help="keep the last full scrape of each scrape run in DIR")
     args = parser.parse_args()
     if args.quick:
         args.runs, args.events, args.rebuild_events = 1, 200_000, 300_000
         args.no_doc = True
+    phases = args.only or PHASES
+    manager_counts = args.managers or [1_000, 10_000, 100_000]
+    if args.only or args.managers or args.bin != BIN:
+        args.no_doc = True
+    BIN = args.bin
     if not os.access(BIN, os.X_OK):
         sys.exit(f"bench: {BIN} missing: run `cargo build --release -p salespulse` (make bench does)")
+    if args.save_bodies:
+        os.makedirs(args.save_bodies, exist_ok=True)
     os.makedirs(OUT_DIR, exist_ok=True)
     workdir = tempfile.mkdtemp(prefix="salespulse-bench.")
     broker = Broker()
@@ -370,18 +414,27 @@ def main():
                "scrape_interval_s": args.scrape_interval}
     try:
         run_id = time.strftime("%H%M%S")
-        topics = {
-            ("protobuf", 10_000): f"bench-{run_id}-proto-10k",
-            ("json", 10_000): f"bench-{run_id}-json-10k",
-            ("protobuf", 1_000): f"bench-{run_id}-proto-1k",
-            ("protobuf", 100_000): f"bench-{run_id}-proto-100k",
-        }
-        loaded = {}
-        for seed, ((encoding, managers), topic) in enumerate(topics.items(), start=1):
-            loaded[(encoding, managers)] = loadgen(broker, topic, args.events, managers, encoding, seed)
+        wanted = []
+        if "throughput" in phases:
+            wanted += [("protobuf", 10_000), ("json", 10_000)]
+        if "scrape" in phases:
+            wanted += [("protobuf", m) for m in manager_counts if ("protobuf", m) not in wanted]
+        topics, loaded = {}, {}
+        for encoding, managers in wanted:
+            # The seed depends only on what the topic holds, so reused topics hold the same records.
+            # (JSON and protobuf of one manager count are the same events.)
+            seed = managers
+            name = f"bench-{encoding}-{managers}-{args.events}-s{seed}" if args.reuse_topics else \
+                f"bench-{run_id}-{encoding}-{managers}"
+            topics[(encoding, managers)] = name
+            if args.reuse_topics and topic_exists(broker, name):
+                loaded[(encoding, managers)] = {"bytes": topic_bytes(broker, name)}
+                log(f"reusing {name}")
+                continue
+            loaded[(encoding, managers)] = loadgen(broker, name, args.events, managers, encoding, seed)
 
         throughput = {}
-        for encoding in ("protobuf", "json"):
+        for encoding in ("protobuf", "json") if "throughput" in phases else ():
             topic, size = topics[(encoding, 10_000)], loaded[(encoding, 10_000)]["bytes"]
             runs = []
             for run in range(args.runs):
@@ -401,12 +454,15 @@ def main():
             save(results)
 
         by_managers = {}
-        for managers in (1_000, 10_000, 100_000):
+        for managers in manager_counts if "scrape" in phases else ():
             topic = topics[("protobuf", managers)]
             runs = []
             for run in range(args.runs):
+                body_file = os.path.join(args.save_bodies, f"metrics-{managers}-run{run + 1}.txt") \
+                    if args.save_bodies else None
                 quiet = consume_run(broker, topic, args.events, workdir)
-                scraped = consume_run(broker, topic, args.events, workdir, scrape_interval=args.scrape_interval)
+                scraped = consume_run(broker, topic, args.events, workdir, scrape_interval=args.scrape_interval,
+                                      save_body=body_file)
                 log(f"{managers} managers run {run + 1}: {quiet['events_per_s']:,.0f}/s quiet, "
                     f"{scraped['events_per_s']:,.0f}/s scraped, scrape p99 "
                     f"{scraped.get('scrape', {}).get('p99_ms', float('nan')):.0f} ms, peak RSS "
@@ -416,10 +472,11 @@ def main():
             results["by_managers"] = {str(k): v for k, v in by_managers.items()}
             save(results)
 
-        rebuild_topic = f"bench-{run_id}-rebuild"
-        loadgen(broker, rebuild_topic, args.rebuild_events, 10_000, "protobuf", 99)
-        results["rebuild"] = rebuild_run(broker, rebuild_topic, args.rebuild_events, workdir)
-        log(f"rebuild: {results['rebuild']}")
+        if "rebuild" in phases:
+            rebuild_topic = f"bench-{run_id}-rebuild"
+            loadgen(broker, rebuild_topic, args.rebuild_events, 10_000, "protobuf", 99)
+            results["rebuild"] = rebuild_run(broker, rebuild_topic, args.rebuild_events, workdir)
+            log(f"rebuild: {results['rebuild']}")
     finally:
         broker.stop()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -446,6 +503,18 @@ def render_report(results):
     lines = [
         f"Measured {m['date']} on {m['cpu']} ({m['cores']} cores, Linux {m['kernel']}), {m['rustc']}; "
         f"{results['events']:,} events per topic, 8 partitions, median of {results['runs']} runs.",
+    ]
+    if "throughput" in results:
+        lines += throughput_report(results)
+    if "by_managers" in results:
+        lines += managers_report(results)
+    if "rebuild" in results:
+        lines += rebuild_report(results)
+    return "\n".join(lines) + "\n"
+
+
+def throughput_report(results):
+    lines = [
         "",
         "**Throughput** (10,000 managers; salespulse from its first applied record to an outcome for the last):",
         "",
@@ -466,7 +535,11 @@ def render_report(results):
             f"{median_of(ours, 'mb_per_s'):.1f} | **{ratio:.2f}** | {targets[encoding]} "
             f"{'met' if ratio >= targets[encoding] else 'missed'} | {median_of(ours, 'cpu_s_per_m'):.2f} | "
             f"{median_of(ours, 'peak_rss') / 2**20:.0f} |")
-    lines += [
+    return lines
+
+
+def managers_report(results):
+    lines = [
         "",
         f"**By manager count** (protobuf; full OpenMetrics scrape every {results['scrape_interval_s']} s "
         "while ingesting; memory target 64 MiB + 16 KiB per manager):",
@@ -489,15 +562,19 @@ def render_report(results):
         failed = f"{sum(x.get('failed', 0) for x in scrapes)} of {sum(x['count'] for x in scrapes)}"
         lines.append(f"| {int(float(managers)):,} ({active:,.0f} active) | {q:,.0f} | {s:,.0f} | {s / q:.2f} | "
                      f"{p50:.0f} | {p99:.0f} | {failed} | {body:.1f} | {rss:.0f} | {target:.0f} |")
-    rebuild = results.get("rebuild", {})
-    lines.append("")
+    return lines
+
+
+def rebuild_report(results):
+    rebuild = results["rebuild"]
+    lines = [""]
     if rebuild.get("available"):
         lines.append(f"**Rebuild**: {rebuild['events']:,} events of 10,000 managers over the last hour replayed "
                      f"on start in {rebuild['seconds']:.1f} s ({rebuild['events_per_s']:,.0f} ev/s; target 30 s).")
     else:
         lines.append("**Rebuild**: not measured: this build of the daemon reports no `salespulse_rebuild_*` "
                      "metrics.")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def write_doc(report):
