@@ -246,13 +246,14 @@ impl Engine {
         for (i, row) in rows.iter().enumerate() {
             for signal in Signal::ALL {
                 if let (Some(team_name), Some(score)) = (row.team.as_deref(), team[i][signal.index()]) {
-                    if !teams.iter().any(|(t, s, _)| *t == team_name && *s == signal) {
-                        teams.push((team_name, signal, score));
-                    }
+                    teams.push((team_name, signal, score));
                 }
             }
         }
+        // Every member of a team carries the same median and spread: keep the first of each team
+        // and signal (a stable sort, then dedup; a linear search per row was quadratic in teams).
         teams.sort_by(|a, b| (a.0, a.1.index()).cmp(&(b.0, b.1.index())));
+        teams.dedup_by(|later, kept| later.0 == kept.0 && later.1 == kept.1);
         for (name, help, spread) in [
             (
                 "salespulse_anomaly_team_median",
