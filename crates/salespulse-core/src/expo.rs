@@ -75,6 +75,10 @@ impl MetricType {
 pub struct MetricWriter {
     format: Format,
     out: String,
+    /// Families left out of this body (as named to [`MetricWriter::family`]).
+    skip: Vec<String>,
+    /// The family being written is one of `skip`: its lines are dropped.
+    skipping: bool,
 }
 
 impl MetricWriter {
@@ -85,7 +89,13 @@ impl MetricWriter {
 
     /// An empty body in `format` with room for `bytes` (the previous scrape's size, say).
     pub fn with_capacity(format: Format, bytes: usize) -> Self {
-        MetricWriter { format, out: String::with_capacity(bytes) }
+        MetricWriter { format, out: String::with_capacity(bytes), skip: Vec::new(), skipping: false }
+    }
+
+    /// Leaves the families named in `names` out of the body: their `HELP`/`TYPE` lines and
+    /// every sample written until the next family starts.
+    pub fn skip_families(&mut self, names: &[&str]) {
+        self.skip = names.iter().map(|name| name.to_string()).collect();
     }
 
     /// The format being written.
@@ -96,6 +106,10 @@ impl MetricWriter {
     /// Starts a family: its `HELP` and `TYPE` lines. `name` is the sample name of a counter
     /// (with `_total`) or of a gauge; for OpenMetrics the family name of a counter drops `_total`.
     pub fn family(&mut self, name: &str, help: &str, kind: MetricType) {
+        self.skipping = self.skip.iter().any(|skipped| skipped == name);
+        if self.skipping {
+            return;
+        }
         let family = match (self.format, kind) {
             (Format::OpenMetrics, MetricType::Counter) => name.strip_suffix("_total").unwrap_or(name),
             _ => name,
@@ -114,6 +128,9 @@ impl MetricWriter {
     /// Writes one sample line whose first labels are `prefix`, rendered once by [`label_prefix`]
     /// (a manager's `manager` and `team`, written on every one of its samples).
     pub fn sample_prefixed(&mut self, name: &str, prefix: &str, labels: &[(&str, &str)], value: f64) {
+        if self.skipping {
+            return;
+        }
         if prefix.is_empty() {
             return self.sample(name, labels, value);
         }
@@ -134,6 +151,9 @@ impl MetricWriter {
 
     /// Writes one sample line.
     pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        if self.skipping {
+            return;
+        }
         self.out.push_str(name);
         if !labels.is_empty() {
             self.out.push('{');
@@ -155,6 +175,7 @@ impl MetricWriter {
 
     /// Appends an already rendered body in the same format (without an OpenMetrics `# EOF`).
     pub fn raw(&mut self, body: &str) {
+        self.skipping = false;
         self.out.push_str(body);
     }
 
@@ -261,6 +282,29 @@ mod tests {
         fast.sample_prefixed("y", "", &[("k", "v")], 2.0);
         plain.sample("y", &[("k", "v")], 2.0);
         assert_eq!(fast.finish(), plain.finish());
+    }
+
+    #[test]
+    fn skipped_families_leave_no_line_and_the_rest_is_unchanged() {
+        let write = |out: &mut MetricWriter| {
+            out.family("a_total", "A.", MetricType::Counter);
+            out.sample("a_total", &[("x", "1")], 1.0);
+            out.family("b", "B.", MetricType::Gauge);
+            out.sample_prefixed("b", "manager=\"m\"", &[], 2.0);
+            out.sample("b", &[], 3.0);
+            out.family("c", "C.", MetricType::Gauge);
+            out.sample("c", &[], 4.0);
+        };
+        let mut every = MetricWriter::new(Format::OpenMetrics);
+        write(&mut every);
+        let mut some = MetricWriter::new(Format::OpenMetrics);
+        some.skip_families(&["b", "not_written"]);
+        write(&mut some);
+        let every = every.finish();
+        let without_b: String =
+            every.lines().filter(|l| !l.starts_with("b") && !l.contains(" b ")).map(|l| format!("{l}\n")).collect();
+        assert_eq!(some.finish(), without_b);
+        assert!(every.contains("b{manager=\"m\"} 2\n"));
     }
 
     #[test]

@@ -13,6 +13,7 @@
 
 mod anomalies;
 mod config;
+mod export;
 mod joins;
 mod metrics;
 mod ratelimit;
@@ -36,6 +37,7 @@ use salespulse_messages::{MessageRow, MessageSnapshot, MessageState, Messages, R
 pub use anomalies::AnomalySettings;
 use anomalies::{Anomalies, RowAnomalies};
 pub use config::{EngineConfig, TopicConfig};
+pub use export::OPTIONAL_FAMILIES;
 use joins::JoinState;
 pub use joins::{JoinConfig, JoinCounts};
 use metrics::EngineMetrics;

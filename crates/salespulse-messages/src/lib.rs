@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
-use salespulse_core::expo::{MetricType, MetricWriter};
+use salespulse_core::expo::{label_prefix, MetricType, MetricWriter};
 use salespulse_core::histogram::{HistogramTotals, LogBuckets, WindowHistogram, WindowedHistogram};
 use salespulse_core::single_writer::add as bump;
 use salespulse_core::window::{Counters, Layout, ReadPlan, Windows};
@@ -101,10 +101,17 @@ pub struct MessageExport {
     pub response_time: Vec<String>,
     /// `salespulse_window_service_level` and `salespulse_window_responses`.
     pub service_level: Vec<String>,
+    /// The `q` values `salespulse_window_response_time_seconds` exports (`0.5`, `0.9`, `0.99`):
+    /// each is one series per manager, `hours` and window. Default `0.5` and `0.9`; a p99 of one
+    /// manager's hour of replies rests on a handful of them.
+    pub response_time_quantiles: Vec<String>,
+    /// The `hours` values `salespulse_window_response_time_seconds` exports (`all`, `working`).
+    /// Default `all`; the team histogram `salespulse_response_time_seconds` has both.
+    pub response_time_hours: Vec<String>,
 }
 
 impl Default for MessageExport {
-    /// With all default windows configured: 4 + 1 + 6 + 4 = 15 windowed series per manager.
+    /// With all default windows configured: 4 + 1 + 2 + 4 = 11 windowed series per manager.
     fn default() -> Self {
         let labels = |list: &[&str]| list.iter().map(|s| s.to_string()).collect();
         MessageExport {
@@ -112,6 +119,8 @@ impl Default for MessageExport {
             new_dialogs: labels(&["today"]),
             response_time: labels(&["1h"]),
             service_level: labels(&["1h", "today"]),
+            response_time_quantiles: labels(&["0.5", "0.9"]),
+            response_time_hours: labels(&["all"]),
         }
     }
 }
@@ -188,6 +197,9 @@ pub struct Messages {
     new_dialogs: Vec<(usize, String)>,
     service_level: Vec<(usize, String)>,
     response_time: Vec<(usize, String)>,
+    /// The exported `q` and `hours` of `salespulse_window_response_time_seconds`.
+    response_quantiles: Vec<(f64, &'static str)>,
+    response_hours: Vec<Hours>,
 }
 
 impl Messages {
@@ -203,7 +215,27 @@ impl Messages {
         if config.max_dialogs_per_manager == 0 {
             return Err(MessagesError::Invalid { field: "max_dialogs_per_manager", reason: "must be at least 1" });
         }
-        let strict = config.export != MessageExport::default();
+        // Only the window lists decide whether unconfigured windows are an error.
+        let defaults = MessageExport::default();
+        let strict = MessageExport {
+            response_time_quantiles: defaults.response_time_quantiles.clone(),
+            response_time_hours: defaults.response_time_hours.clone(),
+            ..config.export.clone()
+        } != defaults;
+        let response_quantiles = config
+            .export
+            .response_time_quantiles
+            .iter()
+            .map(|q| QUANTILES.iter().copied().find(|(_, label)| label == q))
+            .collect::<Option<Vec<_>>>()
+            .ok_or(MessagesError::Invalid { field: "response_time_quantiles", reason: "must be 0.5, 0.9 or 0.99" })?;
+        let response_hours = config
+            .export
+            .response_time_hours
+            .iter()
+            .map(|h| Hours::ALL.into_iter().find(|hours| hours.as_str() == h))
+            .collect::<Option<Vec<_>>>()
+            .ok_or(MessagesError::Invalid { field: "response_time_hours", reason: "must be all or working" })?;
         let resolve = |family, labels: &[String]| windows.resolve_export(family, labels, strict);
         let messages = resolve("messages", &config.export.messages)?;
         let new_dialogs = resolve("new_dialogs", &config.export.new_dialogs)?;
@@ -237,6 +269,8 @@ impl Messages {
             new_dialogs: position(&layout, new_dialogs),
             service_level: position(&layout, service_level),
             response_time: position(&response_layout, response_time),
+            response_quantiles,
+            response_hours,
             layout,
             response_layout,
             totals_layout,
@@ -390,7 +424,12 @@ impl Messages {
     /// for a window without responses. The response-time histogram is written per team and channel
     /// (rows without a team together, without a `team` label), summed over the rows' managers.
     pub fn render(&self, rows: &[MessageRow<'_>], retired: &RetiredHistograms, out: &mut MetricWriter) {
-        let rows: Vec<&MessageRow<'_>> = rows.iter().filter(|row| row.messages.any()).collect();
+        // Each manager's `manager`/`team` labels are rendered once, not per sample.
+        let rows: Vec<Prefixed<'_, '_>> = rows
+            .iter()
+            .filter(|row| row.messages.any())
+            .map(|row| Prefixed { row, labels: Labels::new(row).prefix() })
+            .collect();
 
         out.family(
             "salespulse_messages_total",
@@ -402,8 +441,8 @@ impl Messages {
                 for dir in MessageDirection::ALL {
                     let value = channel.messages[dir.index()];
                     if value > 0 {
-                        let labels = Labels::new(row).with("channel", &channel.channel).with("direction", dir.as_str());
-                        out.sample("salespulse_messages_total", labels.as_slice(), value as f64);
+                        let labels = [("channel", &*channel.channel), ("direction", dir.as_str())];
+                        out.sample_prefixed("salespulse_messages_total", &row.labels, &labels, value as f64);
                     }
                 }
             }
@@ -416,9 +455,9 @@ impl Messages {
                     continue;
                 }
                 for (position, label) in &self.messages {
-                    let labels = Labels::new(row).with("direction", dir.as_str()).with("window", label);
+                    let labels = [("direction", dir.as_str()), ("window", label.as_str())];
                     let value = row.messages.windows[position * DIMS + DIM_MESSAGES[dir.index()]];
-                    out.sample("salespulse_window_messages", labels.as_slice(), value as f64);
+                    out.sample_prefixed("salespulse_window_messages", &row.labels, &labels, value as f64);
                 }
             }
         }
@@ -448,7 +487,7 @@ impl Messages {
             let stats = &row.messages.dialogs;
             if stats.with_outbound > 0 {
                 let value = stats.outbound_messages as f64 / stats.with_outbound as f64;
-                out.sample("salespulse_outbound_messages_per_dialog", Labels::new(row).as_slice(), value);
+                out.sample_prefixed("salespulse_outbound_messages_per_dialog", &row.labels, &[], value);
             }
         }
 
@@ -459,7 +498,7 @@ impl Messages {
         );
         for row in &rows {
             let value = row.messages.dialogs.waiting as f64;
-            out.sample("salespulse_dialogs_waiting", Labels::new(row).as_slice(), value);
+            out.sample_prefixed("salespulse_dialogs_waiting", &row.labels, &[], value);
         }
         out.family(
             "salespulse_oldest_wait_seconds",
@@ -468,7 +507,7 @@ impl Messages {
         );
         for row in &rows {
             let value = row.messages.dialogs.oldest_wait_ms as f64 / 1000.0;
-            out.sample("salespulse_oldest_wait_seconds", Labels::new(row).as_slice(), value);
+            out.sample_prefixed("salespulse_oldest_wait_seconds", &row.labels, &[], value);
         }
 
         self.per_channel(
@@ -504,8 +543,8 @@ impl Messages {
                 let responses = row.messages.windows[position * DIMS + DIM_RESPONSES];
                 if responses > 0 {
                     let within = row.messages.windows[position * DIMS + DIM_WITHIN_TARGET];
-                    let labels = Labels::new(row).with("window", label);
-                    out.sample("salespulse_window_service_level", labels.as_slice(), within as f64 / responses as f64);
+                    let value = within as f64 / responses as f64;
+                    out.sample_prefixed("salespulse_window_service_level", &row.labels, &[("window", label)], value);
                 }
             }
         }
@@ -516,17 +555,15 @@ impl Messages {
             MetricType::Gauge,
         );
         for row in &rows {
-            for hours in Hours::ALL {
+            for &hours in &self.response_hours {
                 for (position, label) in &self.response_time {
                     let Some(window) = row.messages.response_times[hours.index()].get(*position) else { continue };
-                    for (q, q_label) in QUANTILES {
+                    for &(q, q_label) in &self.response_quantiles {
                         // An interpolated estimate: milliseconds are precision enough.
                         if let Some(value) = window.quantile(&self.buckets, q).map(|v| (v * 1000.0).round() / 1000.0) {
-                            let labels = Labels::new(row)
-                                .with("hours", hours.as_str())
-                                .with(QUANTILE_LABEL, q_label)
-                                .with("window", label);
-                            out.sample("salespulse_window_response_time_seconds", labels.as_slice(), value);
+                            let labels =
+                                [("hours", hours.as_str()), (QUANTILE_LABEL, q_label), ("window", label.as_str())];
+                            out.sample_prefixed("salespulse_window_response_time_seconds", &row.labels, &labels, value);
                         }
                     }
                 }
@@ -537,7 +574,7 @@ impl Messages {
     }
 
     /// `salespulse_response_time_seconds`: per team and channel, summed over managers.
-    fn render_histograms(&self, rows: &[&MessageRow<'_>], retired: &RetiredHistograms, out: &mut MetricWriter) {
+    fn render_histograms(&self, rows: &[Prefixed<'_, '_>], retired: &RetiredHistograms, out: &mut MetricWriter) {
         const NAME: &str = "salespulse_response_time_seconds";
         const BUCKET: &str = "salespulse_response_time_seconds_bucket";
         const SUM: &str = "salespulse_response_time_seconds_sum";
@@ -581,7 +618,7 @@ impl Messages {
     /// A counter per channel the manager had.
     fn per_channel(
         &self,
-        rows: &[&MessageRow<'_>],
+        rows: &[Prefixed<'_, '_>],
         out: &mut MetricWriter,
         name: &str,
         help: &str,
@@ -590,8 +627,8 @@ impl Messages {
         out.family(name, help, MetricType::Counter);
         for row in rows {
             for channel in &row.messages.channels {
-                let labels = Labels::new(row).with("channel", &channel.channel);
-                out.sample(name, labels.as_slice(), value(channel) as f64);
+                let labels = [("channel", &*channel.channel)];
+                out.sample_prefixed(name, &row.labels, &labels, value(channel) as f64);
             }
         }
     }
@@ -599,7 +636,7 @@ impl Messages {
     /// A windowed gauge without a direction.
     fn windowed(
         &self,
-        rows: &[&MessageRow<'_>],
+        rows: &[Prefixed<'_, '_>],
         out: &mut MetricWriter,
         name: &str,
         help: &str,
@@ -609,8 +646,8 @@ impl Messages {
         out.family(name, help, MetricType::Gauge);
         for row in rows {
             for (position, label) in exported {
-                let labels = Labels::new(row).with("window", label);
-                out.sample(name, labels.as_slice(), row.messages.windows[position * DIMS + dim] as f64);
+                let value = row.messages.windows[position * DIMS + dim] as f64;
+                out.sample_prefixed(name, &row.labels, &[("window", label)], value);
             }
         }
     }
@@ -824,6 +861,25 @@ impl<'a> Labels<'a> {
     fn as_slice(&self) -> &[(&'a str, &'a str)] {
         &self.items[..self.len]
     }
+
+    /// The labels rendered once, for `MetricWriter::sample_prefixed`.
+    fn prefix(&self) -> String {
+        label_prefix(self.as_slice())
+    }
+}
+
+/// A row with its `manager`/`team` labels already rendered.
+struct Prefixed<'r, 'a> {
+    row: &'r MessageRow<'a>,
+    labels: String,
+}
+
+impl<'a> std::ops::Deref for Prefixed<'_, 'a> {
+    type Target = MessageRow<'a>;
+
+    fn deref(&self) -> &MessageRow<'a> {
+        self.row
+    }
 }
 
 #[cfg(test)]
@@ -862,6 +918,9 @@ mod tests {
             new_dialogs: list(new_dialogs),
             response_time: list(response_time),
             service_level: list(service_level),
+            // Every quantile and both clocks, so the tests see each series the state can give.
+            response_time_quantiles: list(&["0.5", "0.9", "0.99"]),
+            response_time_hours: list(&["all", "working"]),
         }
     }
 
@@ -1266,6 +1325,83 @@ mod tests {
         let names: Vec<&str> = s.channels.iter().map(|c| &*c.channel).collect();
         assert_eq!(names, ["ok-1.2_3", "other"]);
         assert_eq!(channel(&s, "other").messages, [3, 0]);
+    }
+
+    #[test]
+    fn default_export_writes_the_median_and_p90_on_the_wall_clock_only() {
+        let all = export(&["1h"], &["1h"], &["1h"], &["1h"]);
+        let defaults = MessageExport {
+            response_time_quantiles: MessageExport::default().response_time_quantiles,
+            response_time_hours: MessageExport::default().response_time_hours,
+            ..all.clone()
+        };
+        let bodies: Vec<String> = [all, defaults]
+            .into_iter()
+            .map(|export| {
+                let (windows, m) = setup(&["1h"], export);
+                let state = m.new_state();
+                feed(
+                    &m,
+                    &windows,
+                    &state,
+                    T0,
+                    &[
+                        ("d1", "whatsapp", In, Some(true), T0 - 10 * MINUTE),
+                        ("d1", "whatsapp", Out, None, T0 - 7 * MINUTE),
+                    ],
+                );
+                let s = snap(&m, &windows, &state, T0);
+                render(&m, &[MessageRow { manager: "ivanov", team: None, messages: &s }])
+            })
+            .collect();
+        let quantiles = |body: &str| -> Vec<String> {
+            samples(body)
+                .into_iter()
+                .filter(|l| l.starts_with("salespulse_window_response_time_seconds"))
+                .map(str::to_owned)
+                .collect()
+        };
+        let (every, default) = (quantiles(&bodies[0]), quantiles(&bodies[1]));
+        assert_eq!(every.len(), 6, "{every:?}");
+        assert_eq!(
+            default,
+            [
+                r#"salespulse_window_response_time_seconds{manager="ivanov",hours="all",q="0.5",window="1h"} 154.5"#,
+                r#"salespulse_window_response_time_seconds{manager="ivanov",hours="all",q="0.9",window="1h"} 175.7"#,
+            ]
+            .map(str::to_owned)
+        );
+        // The same values as with every quantile exported, and nothing else differs.
+        assert!(default.iter().all(|line| every.contains(line)), "{default:?} not in {every:?}");
+        let rest = |body: &str| -> Vec<String> {
+            samples(body)
+                .into_iter()
+                .filter(|l| !l.starts_with("salespulse_window_response_time_seconds"))
+                .map(str::to_owned)
+                .collect()
+        };
+        assert_eq!(rest(&bodies[0]), rest(&bodies[1]));
+    }
+
+    #[test]
+    fn unknown_quantiles_and_hours_are_configuration_errors() {
+        for (quantiles, hours, field) in [
+            (&["0.95"][..], &["all"][..], "response_time_quantiles"),
+            (&["0.9"][..], &["night"][..], "response_time_hours"),
+        ] {
+            let export = MessageExport {
+                response_time_quantiles: quantiles.iter().map(|s| s.to_string()).collect(),
+                response_time_hours: hours.iter().map(|s| s.to_string()).collect(),
+                ..MessageExport::default()
+            };
+            let windows = Windows::parse(&["1h"]).unwrap();
+            let error = Messages::new(&windows, &MessagesConfig { export, ..MessagesConfig::default() }).err();
+            assert!(matches!(error, Some(MessagesError::Invalid { field: f, .. }) if f == field), "{error:?}");
+        }
+        // Changing only the quantiles keeps the lenient defaults for windows not configured.
+        let export = MessageExport { response_time_quantiles: vec!["0.99".into()], ..MessageExport::default() };
+        let windows = Windows::parse(&["1h"]).unwrap();
+        assert!(Messages::new(&windows, &MessagesConfig { export, ..MessagesConfig::default() }).is_ok());
     }
 
     #[test]

@@ -29,6 +29,9 @@ pub struct FileConfig {
     /// Which windows to keep.
     #[serde(default)]
     pub windows: WindowsSection,
+    /// Optional families and body reuse of `/metrics`.
+    #[serde(default)]
+    pub export: MetricsExportSection,
     /// How calls are judged.
     #[serde(default)]
     pub calls: CallsSection,
@@ -331,6 +334,52 @@ impl Default for WindowsSection {
             allowed_lateness: Duration::from_millis(EngineConfig::DEFAULT_ALLOWED_LATENESS_MS as u64),
             export: ExportSection::default(),
         }
+    }
+}
+
+/// `[export]`: what `/metrics` writes beyond the default families, and how long a body is reused.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsExportSection {
+    /// Optional per-manager families to write as well (off by default: series per manager that no
+    /// shipped dashboard or rule reads; listed in docs/metrics.md).
+    pub include: Vec<String>,
+    /// The `q` values of `salespulse_window_response_time_seconds` (`0.5`, `0.9`, `0.99`).
+    pub response_time_quantiles: Vec<String>,
+    /// The `hours` values of `salespulse_window_response_time_seconds` (`all`, `working`).
+    pub response_time_hours: Vec<String>,
+    /// A full scrape within this long of the start of the previous render gets that body (values
+    /// up to this much older); `0s` renders for every scrape (concurrent scrapes still share one).
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+}
+
+impl Default for MetricsExportSection {
+    fn default() -> Self {
+        let messages = MessageExport::default();
+        MetricsExportSection {
+            include: Vec::new(),
+            response_time_quantiles: messages.response_time_quantiles,
+            response_time_hours: messages.response_time_hours,
+            max_age: Duration::ZERO,
+        }
+    }
+}
+
+impl MetricsExportSection {
+    fn options(&self) -> anyhow::Result<salespulse_exporter::ExportOptions> {
+        for family in &self.include {
+            if !salespulse_engine::OPTIONAL_FAMILIES.contains(&family.as_str()) {
+                bail!(
+                    "include: {family:?} is not an optional family; they are: {}",
+                    salespulse_engine::OPTIONAL_FAMILIES.join(", ")
+                );
+            }
+        }
+        if self.max_age > Duration::from_secs(60) {
+            bail!("max_age: at most 60s (values served are up to max_age old)");
+        }
+        Ok(salespulse_exporter::ExportOptions { include: self.include.clone(), max_age: self.max_age })
     }
 }
 
@@ -674,6 +723,8 @@ pub struct Settings {
     pub http_security: HttpSecurity,
     /// The plans file, re-read on SIGHUP.
     pub plans_file: Option<std::path::PathBuf>,
+    /// Optional families and body reuse of `/metrics`.
+    pub export: salespulse_exporter::ExportOptions,
     /// Source mappings, when `[sources]` is configured.
     pub sources: Option<SourcesSettings>,
 }
@@ -766,12 +817,15 @@ impl FileConfig {
                 new_dialogs: export.new_dialogs.clone(),
                 response_time: export.response_time.clone(),
                 service_level: export.service_level.clone(),
+                response_time_quantiles: self.export.response_time_quantiles.clone(),
+                response_time_hours: self.export.response_time_hours.clone(),
             },
         };
         // Resolve the export lists now, so a typo is a configuration error, not a start failure.
         salespulse_calls::Calls::new(&engine.windows, &engine.calls).context("[windows.export]")?;
         salespulse_cards::Cards::new(&engine.windows, &engine.cards).context("[cards]")?;
-        salespulse_messages::Messages::new(&engine.windows, &engine.messages).context("[messages]")?;
+        salespulse_messages::Messages::new(&engine.windows, &engine.messages).context("[messages] or [export]")?;
+        let export = self.export.options().context("[export]")?;
         engine.allowed_lateness_ms = millis(self.windows.allowed_lateness);
         engine.max_managers = self.limits.max_managers;
         engine.manager_idle_ms = millis(self.limits.manager_idle);
@@ -844,6 +898,7 @@ impl FileConfig {
             sources,
             http_security,
             plans_file,
+            export,
         })
     }
 
@@ -1004,6 +1059,22 @@ mod tests {
     }
 
     #[test]
+    fn export_section_reaches_the_exporter_and_the_message_families() {
+        let defaults = parse("[kafka]\nbootstrap_servers = \"b\"\ntopics = [\"c\"]\n").unwrap();
+        assert_eq!(defaults.export, salespulse_exporter::ExportOptions::default());
+        assert_eq!(defaults.engine.messages.export.response_time_quantiles, ["0.5", "0.9"]);
+        let settings = parse(
+            "[kafka]\nbootstrap_servers = \"b\"\ntopics = [\"c\"]\n[export]\ninclude = [\"salespulse_deals_top_stage\"]\n\
+             response_time_quantiles = [\"0.99\"]\nresponse_time_hours = [\"all\", \"working\"]\nmax_age = \"2s\"\n",
+        )
+        .unwrap();
+        assert_eq!(settings.export.include, ["salespulse_deals_top_stage"]);
+        assert_eq!(settings.export.max_age, Duration::from_secs(2));
+        assert_eq!(settings.engine.messages.export.response_time_quantiles, ["0.99"]);
+        assert_eq!(settings.engine.messages.export.response_time_hours, ["all", "working"]);
+    }
+
+    #[test]
     fn mistakes_are_errors() {
         for (text, needle) in [
             ("[kafka]\nbootstrap_servers = \"b\"\ntopics = [\"c\"]\ngroupid = \"x\"\n", "groupid"),
@@ -1015,6 +1086,9 @@ mod tests {
             ("[kafka]\nbootstrap_servers = \"b\"\ntopics = [\"c\"]\n[windows.export]\ncalls = [\"2h\"]\n", "2h"),
             ("[kafka]\nbootstrap_servers = \"b\"\ntopics = [\"c\"]\n[messages.working_hours]\ndays = { funday = [\"09:00-18:00\"] }\n", "funday"),
             ("[kafka]\nbootstrap_servers = \"b\"\ntopics = [\"c\"]\n[http]\nlisten = \"nowhere\"\n", "listen"),
+            ("[kafka]\nbootstrap_servers = \"b\"\ntopics = [\"c\"]\n[export]\ninclude = [\"salespulse_calls_total\"]\n", "not an optional family"),
+            ("[kafka]\nbootstrap_servers = \"b\"\ntopics = [\"c\"]\n[export]\nresponse_time_quantiles = [\"0.95\"]\n", "response_time_quantiles"),
+            ("[kafka]\nbootstrap_servers = \"b\"\ntopics = [\"c\"]\n[export]\nmax_age = \"5m\"\n", "max_age"),
         ] {
             let error = format!("{:#}", parse(text).unwrap_err());
             assert!(error.contains(needle), "{needle}: {error}");

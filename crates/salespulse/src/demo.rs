@@ -102,6 +102,7 @@ pub fn run(listen: SocketAddr, managers: usize, events_per_second: f64) -> anyho
         dead_letter: None,
         http_security: Default::default(),
         plans_file: Some(plans_file.clone()),
+        export: Default::default(),
     };
 
     let stop = Arc::new(AtomicBool::new(false));
