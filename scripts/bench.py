@@ -284,6 +284,7 @@ def consume_run(broker, topic, events, workdir, scrape_interval=None, save_body=
             thread.join(timeout=60)
         peak_rss = proc_peak_rss(daemon.process.pid)
         _, body = http_get(daemon.url + "/metrics", timeout=300)
+        series = sum(1 for line in body.split(b"\n") if line and not line.startswith(b"#"))
         if save_body:
             with open(save_body, "wb") as f:
                 f.write(body)
@@ -298,6 +299,7 @@ def consume_run(broker, topic, events, workdir, scrape_interval=None, save_body=
             "managers": totals.get("salespulse_managers", 0),
             "applied": totals.get("salespulse_events_applied_total", 0),
             "not_applied": sum(v for k, v in totals.items() if k in OUTCOMES[1:]),
+            "series": series,
         }
         if scrapes or failed_scrapes:
             # A failed scrape counts at the timeout, so it lands in the tail where it belongs.
@@ -545,8 +547,8 @@ def managers_report(results):
         "while ingesting; memory target 64 MiB + 16 KiB per manager):",
         "",
         "| managers | ev/s quiet | ev/s scraped | scraped / quiet | scrape p50 ms | p99 ms | failed (10 s) | "
-        "body MB | peak RSS MiB | RSS target MiB |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "body MB | series per manager | peak RSS MiB | RSS target MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for managers, runs in results["by_managers"].items():
         quiet = [r["quiet"] for r in runs]
@@ -559,9 +561,12 @@ def managers_report(results):
         p50 = statistics.median(x["p50_ms"] for x in scrapes) if scrapes else float("nan")
         p99 = max(x["p99_ms"] for x in scrapes) if scrapes else float("nan")
         body = statistics.median(x["body_bytes"] for x in scrapes) / 1e6 if scrapes else float("nan")
+        # Series of the final scrape (every record applied), per manager held.
+        per_manager = median_of(scraped, "series") / max(median_of(scraped, "managers"), 1) \
+            if all("series" in r for r in scraped) else float("nan")
         failed = f"{sum(x.get('failed', 0) for x in scrapes)} of {sum(x['count'] for x in scrapes)}"
         lines.append(f"| {int(float(managers)):,} ({active:,.0f} active) | {q:,.0f} | {s:,.0f} | {s / q:.2f} | "
-                     f"{p50:.0f} | {p99:.0f} | {failed} | {body:.1f} | {rss:.0f} | {target:.0f} |")
+                     f"{p50:.0f} | {p99:.0f} | {failed} | {body:.1f} | {per_manager:.0f} | {rss:.0f} | {target:.0f} |")
     return lines
 
 
