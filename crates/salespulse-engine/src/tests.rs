@@ -243,6 +243,68 @@ fn dropping_a_partition_group_forgets_its_managers_and_ledgers_and_a_replay_rebu
     assert_eq!(f.counter_plain("salespulse_managers_split_total"), 0);
 }
 
+/// A deal change of `client` by manager ivanov, `ago` ms before T0, as JSON.
+fn deal_change(id: &str, deal: &str, client: &str, change: salespulse_events::CardChangeKind, ago: i64) -> Vec<u8> {
+    salespulse_events::encode_json(&Event {
+        event_id: id.into(),
+        occurred_at_ms: T0 - ago,
+        manager_id: "ivanov".into(),
+        team: Some("north".into()),
+        source: None,
+        body: EventBody::CardChange(salespulse_events::CardChange {
+            card_id: deal.into(),
+            card_type: salespulse_events::CardType::Deal,
+            change,
+            pipeline: None,
+            stage_from: None,
+            stage_to: None,
+            stage_progress_pct: None,
+            comment_length: None,
+            task_id: None,
+            task_due_at_ms: None,
+            task_due_from_ms: None,
+            amount: None,
+            client_id: Some(client.into()),
+            margin: None,
+            invoice_id: None,
+            currency: None,
+        }),
+    })
+}
+
+#[test]
+fn client_relationships_are_rebuilt_by_a_replay_and_a_retry_counts_once() {
+    use salespulse_events::CardChangeKind as K;
+    let f = fixture(|_| ());
+    let log = [
+        deal_change("k1", "d1", "acme", K::Created, 50 * 60_000),
+        deal_change("k2", "d1", "acme", K::Won, 40 * 60_000),
+        deal_change("k3", "d2", "acme", K::Created, 30 * 60_000),
+        // A producer retry under a new event id: the deal is already won.
+        deal_change("k2-retry", "d1", "acme", K::Won, 40 * 60_000),
+        deal_change("k4", "d2", "acme", K::Won, 20 * 60_000),
+        deal_change("k5", "d3", "globex", K::Created, 10 * 60_000),
+    ];
+    let ingest_all = || {
+        for (offset, payload) in log.iter().enumerate() {
+            f.engine.ingest(&record("crm", 0, offset as i64, payload));
+        }
+    };
+    ingest_all();
+    let first = f.scrape();
+    let clients = |body: &str, kind: &str| {
+        value_in(body, &format!(r#"salespulse_clients{{manager="ivanov",team="north",relationship="{kind}"}}"#))
+    };
+    assert_eq!(clients(&first, "regular"), Some(1.0));
+    assert_eq!(clients(&first, "potential"), Some(1.0));
+    let moved = r#"salespulse_client_transitions_total{manager="ivanov",team="north",from="current",to="regular"}"#;
+    assert_eq!(value_in(&first, moved), Some(1.0));
+    f.engine.drop_partition_group(0);
+    assert_eq!(clients(&f.scrape(), "regular"), None);
+    ingest_all();
+    assert_eq!(f.scrape(), first);
+}
+
 #[test]
 fn the_rebuild_horizon_covers_the_largest_window_dedup_and_future_tolerance() {
     let f = fixture(|config| {
