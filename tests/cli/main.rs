@@ -191,6 +191,24 @@ fn sources_check_compiles_the_configured_mappings() {
     let output = salespulse(&["sources", "check", "--config", config.to_str().unwrap()]);
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("twillio"), "{output:?}");
+
+    // Relative `[sources]` paths are read from the config file's directory: the command runs in
+    // the test's working directory, where `mappings/` does not exist.
+    let mappings = dir.path().join("mappings");
+    std::fs::create_dir(&mappings).unwrap();
+    for entry in std::fs::read_dir(format!("{root}/sources")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, mappings.join(path.file_name().unwrap())).unwrap();
+    }
+    assert!(!std::path::Path::new("mappings").exists());
+    let relative = text
+        .replace(&format!("dir = \"{root}/sources\""), "dir = \"mappings\"")
+        .replace(&format!("directory = \"{root}/sources/managers.csv\""), "directory = \"mappings/managers.csv\"");
+    assert!(relative.contains("dir = \"mappings\"") && relative.contains("directory = \"mappings/managers.csv\""));
+    std::fs::write(&config, relative).unwrap();
+    let output = salespulse(&["sources", "check", "--config", config.to_str().unwrap()]);
+    assert!(output.status.success(), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("twilio: form decoder"), "{output:?}");
 }
 
 #[test]

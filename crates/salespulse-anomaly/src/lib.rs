@@ -595,15 +595,20 @@ pub enum SnapshotError {
 /// Distinguishes temporary files of concurrent writers in one process.
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// Writes `snapshot` to `path` atomically: to a new temporary file in the same directory, fsync,
-/// rename over `path`, then fsync the directory (best effort). A reader sees the old snapshot or
-/// the new one, never a mix; a failed write removes its temporary file.
+/// Writes `snapshot` to `path` atomically (see [`write_atomically`]).
 pub fn write_snapshot(path: &Path, snapshot: &Snapshot) -> Result<(), SnapshotError> {
-    let io_error = |source| SnapshotError::Io { path: path.to_path_buf(), source };
     let bytes =
         serde_json::to_vec(snapshot).map_err(|source| SnapshotError::Corrupt { path: path.to_path_buf(), source })?;
+    write_atomically(path, &bytes).map_err(|source| SnapshotError::Io { path: path.to_path_buf(), source })
+}
+
+/// Writes `bytes` to `path` atomically: to a new temporary file in the same directory, fsync,
+/// rename over `path`, then fsync the directory (best effort). A reader sees the old file or the
+/// new one, never a mix; a failed write removes its temporary file. (Also the daemon's writer of
+/// other snapshot files, such as the source mappings' remembered values.)
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let Some(name) = path.file_name() else {
-        return Err(io_error(io::Error::new(io::ErrorKind::InvalidInput, "the path has no file name")));
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "the path has no file name"));
     };
     let dir = match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
@@ -613,15 +618,15 @@ pub fn write_snapshot(path: &Path, snapshot: &Snapshot) -> Result<(), SnapshotEr
     let temp = dir.join(format!(".{}.{}.{unique}.tmp", name.to_string_lossy(), std::process::id()));
     let written = (|| {
         let mut file = OpenOptions::new().write(true).create_new(true).open(&temp)?;
-        file.write_all(&bytes)?;
+        file.write_all(bytes)?;
         file.sync_all()?;
         fs::rename(&temp, path)
     })();
-    if let Err(source) = written {
+    if let Err(error) = written {
         let _ = fs::remove_file(&temp);
-        return Err(io_error(source));
+        return Err(error);
     }
-    // Makes the rename itself durable. Some file systems refuse to sync a directory; the snapshot is
+    // Makes the rename itself durable. Some file systems refuse to sync a directory; the file is
     // complete either way, at worst a crash now brings back the previous one.
     if let Ok(dir) = File::open(dir) {
         let _ = dir.sync_all();

@@ -92,6 +92,12 @@ pub enum Outcome {
 pub trait RecordMapper: Send + Sync {
     /// The events the payload holds, and an error if part (or all) of it did not map.
     fn map(&self, payload: &[u8]) -> (Vec<Event>, Option<Box<dyn std::error::Error + Send + Sync>>);
+
+    /// [`RecordMapper::map`] of a whole record, for mappers whose result depends on where the
+    /// record sits in the log (remembered previous values, which a rebuild replays).
+    fn map_record(&self, record: &Record<'_>) -> (Vec<Event>, Option<Box<dyn std::error::Error + Send + Sync>>) {
+        self.map(record.payload.unwrap_or_default())
+    }
 }
 
 /// The engine could not be built.
@@ -298,7 +304,7 @@ impl Engine {
         mapper: &dyn RecordMapper,
         record: &Record<'_>,
     ) -> Outcome {
-        let (events, failure) = mapper.map(record.payload.unwrap_or_default());
+        let (events, failure) = mapper.map_record(record);
         let applied =
             events.iter().filter(|e| matches!(self.accept(partition, ledger, e, record), Outcome::Applied(_))).count();
         match failure {

@@ -23,7 +23,7 @@ pub enum Decoder {
     /// `application/x-www-form-urlencoded`, flat: one string per key (the last one wins).
     Form,
     /// Form encoding whose keys nest with brackets, as PHP reads them: `a[b][0][c]=1` becomes
-    /// `{"a": {"b": [{"c": "1"}]}}`. Objects whose keys are all numbers become arrays in
+    /// `{"a": {"b": [{"c": "1"}]}}`. Nested objects whose keys are all numbers become arrays in
     /// numeric order.
     FormBrackets,
     /// Form encoding (with brackets) where one field holds a JSON document, which replaces the
@@ -210,9 +210,12 @@ fn form_brackets(payload: &[u8]) -> Result<Node, String> {
             };
         }
     }
-    let mut root = Node::Object(root);
-    arrays(&mut root);
-    Ok(root)
+    // The body itself stays an object even when every field name is a number (`0=a&1=b`):
+    // paths read it as fields (found by fuzzing: the root became an array).
+    for child in root.values_mut() {
+        arrays(child);
+    }
+    Ok(Node::Object(root))
 }
 
 /// Objects whose keys are all decimal indices become arrays, ordered by index (in place: only
@@ -280,6 +283,9 @@ mod tests {
             doc,
             json!({"leads": {"status": [{"id": "1", "x": "a"}, {"id": "2"}]}, "account": {"id": "9"}, "l": ["p", "q"]})
         );
+        // Regression (fuzzing): numeric field names at the top stay fields of an object.
+        assert_eq!(Decoder::FormBrackets.decode(b"5").unwrap(), json!({"5": ""}));
+        assert_eq!(Decoder::FormBrackets.decode(b"1=b&0=a").unwrap(), json!({"0": "a", "1": "b"}));
         for bad in ["a[b=1", "[x]=1", "a[1]=1&a[1][b]=2", "a[99999999]=1"] {
             assert!(Decoder::FormBrackets.decode(bad.as_bytes()).is_err(), "{bad}");
         }

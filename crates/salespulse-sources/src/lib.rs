@@ -68,6 +68,7 @@ pub use decode::{Decoder, MAX_BODY_BYTES, MAX_BRACKET_DEPTH, MAX_BRACKET_INDEX};
 pub use directory::{Directory, UNATTRIBUTED};
 use expr::{Expr, Scope, Val};
 use memory::Memory;
+pub use memory::{Position, SnapshotError, HISTORY};
 use salespulse_events::{Event, EventFields, FieldValue, Kind};
 
 /// The `rule` label of errors that happen before any rule runs (the body did not decode).
@@ -454,7 +455,16 @@ impl Source {
     }
 
     /// Maps one payload. Never panics; errors are per item, so the good events of a batch survive.
+    /// Remembered values are read and stored as by the newest record of the log (offline use, a
+    /// gateway); [`Source::map_at`] is the daemon's form.
     pub fn map(&self, payload: &[u8]) -> Mapped {
+        self.map_at(payload, None)
+    }
+
+    /// [`Source::map`] of the record at log position `at`: a remembered value is the latest one
+    /// set before `at` in its partition, so a rebuild that replays records after a restart sees
+    /// the previous values the first pass saw (see [`Sources::restore_memory`]).
+    pub fn map_at(&self, payload: &[u8], at: Option<Position>) -> Mapped {
         let mut mapped = Mapped::default();
         let document = match self.decoder.decode(payload) {
             Ok(document) => document,
@@ -487,7 +497,7 @@ impl Source {
                     cache.clear();
                     cache.resize(rule.shared_slots, None);
                 }
-                match self.map_item(rule, &document, item, &cache) {
+                match self.map_item(rule, &document, item, &cache, at) {
                     Ok(Some(event)) => {
                         if let Some(c) = rule.counters.get() {
                             c.events.inc();
@@ -513,6 +523,7 @@ impl Source {
         document: &Node,
         item: &Node,
         cache: &RefCell<Vec<Option<Val>>>,
+        at: Option<Position>,
     ) -> Result<Option<Event>, Box<MappingError>> {
         let error = |field: &str, expression: Option<&str>, problem: String, value: Option<String>| {
             Box::new(MappingError {
@@ -543,7 +554,7 @@ impl Source {
             let current = eval(value)?;
             if !entity.is_null() {
                 let key = Memory::key(&rule.name, &entity.text());
-                let previous = self.memory.lock().get(key).map_or(Val::Null, |v| Val::Str(v.to_owned()));
+                let previous = self.memory.lock().get(key, at).map_or(Val::Null, |v| Val::Str(v.to_owned()));
                 remembered = Some((key, previous, current));
             }
         }
@@ -589,7 +600,7 @@ impl Source {
         })?;
         if let Some((key, _, current)) = remembered {
             if !current.is_null() {
-                self.memory.lock().put(key, current.text());
+                self.memory.lock().put(key, current.text(), at);
             }
         }
         Ok(Some(event))
@@ -789,6 +800,22 @@ impl Sources {
     /// Every source, in file-name order.
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Source>> {
         self.sources.iter()
+    }
+
+    /// Every source's remembered values as a snapshot (JSON bytes, for the daemon to write to
+    /// a file), and the number of entities in it. At most `remember_capacity` entities of
+    /// [`HISTORY`] values per source, so it is bounded.
+    pub fn memory_snapshot(&self) -> (Vec<u8>, usize) {
+        memory::snapshot(self.sources.iter().map(|s| (s.name.as_str(), &s.memory)))
+    }
+
+    /// Restores remembered values from a [`Sources::memory_snapshot`]; call before the first
+    /// payload is mapped. Each value carries the log position of the record that set it, so the
+    /// records a rebuild replays after a restart see what they saw the first time
+    /// ([`Source::map_at`]), and entities last changed before the replayed stretch keep their
+    /// value instead of starting over. Returns the entities restored.
+    pub fn restore_memory(&self, snapshot: &[u8]) -> Result<usize, SnapshotError> {
+        memory::restore(snapshot, self.sources.iter().map(|s| (s.name.as_str(), &s.memory)))
     }
 
     /// Registers `salespulse_source_events_total` and `salespulse_source_errors_total` and

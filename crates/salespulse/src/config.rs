@@ -97,7 +97,8 @@ impl Default for GatewaySection {
     }
 }
 
-/// `[sources]`
+/// `[sources]`. Relative paths are taken from the directory of the configuration file, not
+/// from the process's working directory.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourcesSection {
@@ -107,6 +108,25 @@ pub struct SourcesSection {
     /// mapped source is attributed to `unattributed`.
     #[serde(default)]
     pub directory: Option<std::path::PathBuf>,
+    /// Where remembered previous values (`remember` rules) are kept over a restart: loaded at
+    /// start, written every 5 minutes and at shutdown. Without it a restart forgets every
+    /// entity whose last change is older than the rebuild's replay.
+    #[serde(default)]
+    pub memory_snapshot: Option<std::path::PathBuf>,
+}
+
+impl SourcesSection {
+    /// Makes the relative paths relative to `base` (the configuration file's directory).
+    fn resolve(&mut self, base: &Path) {
+        let resolve = |path: &mut std::path::PathBuf| {
+            if path.is_relative() {
+                *path = base.join(&*path);
+            }
+        };
+        resolve(&mut self.dir);
+        self.directory.as_mut().map(resolve);
+        self.memory_snapshot.as_mut().map(resolve);
+    }
 }
 
 /// `[kafka]`
@@ -736,6 +756,8 @@ pub struct SourcesSettings {
     pub dir: std::path::PathBuf,
     /// The manager directory file.
     pub directory: Option<std::path::PathBuf>,
+    /// The snapshot file of remembered values.
+    pub memory_snapshot: Option<std::path::PathBuf>,
     /// (topic, mapping name) for every mapped topic.
     pub topics: Vec<(String, String)>,
 }
@@ -762,7 +784,18 @@ pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
         )
         .build()
         .with_context(|| format!("reading {}", path.display()))?;
-    raw.try_deserialize::<FileConfig>().with_context(|| format!("invalid configuration in {}", path.display()))
+    let mut config =
+        raw.try_deserialize::<FileConfig>().with_context(|| format!("invalid configuration in {}", path.display()))?;
+    // `[sources]` paths name files that sit beside the configuration (mappings, the manager
+    // directory): relative ones are read from the file's directory, wherever the process runs.
+    let base = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    if let Some(sources) = &mut config.sources {
+        sources.resolve(base);
+    }
+    Ok(config)
 }
 
 impl FileConfig {
@@ -877,9 +910,12 @@ impl FileConfig {
         };
         let baseline_snapshot = self.anomalies.snapshot_path.clone();
         let sources = match (&self.sources, mapped.is_empty()) {
-            (Some(section), _) => {
-                Some(SourcesSettings { dir: section.dir.clone(), directory: section.directory.clone(), topics: mapped })
-            }
+            (Some(section), _) => Some(SourcesSettings {
+                dir: section.dir.clone(),
+                directory: section.directory.clone(),
+                memory_snapshot: section.memory_snapshot.clone(),
+                topics: mapped,
+            }),
             (None, true) => None,
             (None, false) => bail!("[kafka] topics: a topic names a mapping but there is no [sources] section"),
         };

@@ -88,9 +88,12 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
         .context("registering process metrics")?;
     let engine = Arc::new(Engine::new(settings.engine.clone(), Arc::new(SystemClock), &registry)?);
-    if let Some(sources) = &settings.sources {
-        crate::sources::install(sources, &engine, &registry)?;
-    }
+    let sources = match &settings.sources {
+        Some(sources_settings) => {
+            Some((Arc::new(crate::sources::install(sources_settings, &engine, &registry)?), sources_settings.clone()))
+        }
+        None => None,
+    };
     if let Some(path) = &settings.baseline_snapshot {
         match salespulse_anomaly::read_snapshot(path) {
             Ok(Some(snapshot)) => {
@@ -160,6 +163,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
 
     let maintenance_engine = Arc::clone(&engine);
     let snapshot_path = settings.baseline_snapshot.clone();
+    let maintenance_sources = sources.clone();
     let maintenance = tokio::spawn(async move {
         let mut tick = tokio::time::interval(TICK_EVERY);
         let mut evict = tokio::time::interval(EVICT_EVERY);
@@ -177,6 +181,9 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
                 _ = snapshot.tick() => {
                     if let Some(path) = &snapshot_path {
                         save_baselines(&maintenance_engine, path);
+                    }
+                    if let Some((sources, sources_settings)) = &maintenance_sources {
+                        crate::sources::save_memory(sources, sources_settings);
                     }
                 }
             }
@@ -199,6 +206,10 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
     }
     if let Some(path) = &settings.baseline_snapshot {
         save_baselines(&engine, path);
+    }
+    // After the ingest thread stopped: nothing maps any more, so the file holds every value.
+    if let Some((sources, sources_settings)) = &sources {
+        crate::sources::save_memory(sources, sources_settings);
     }
     tracing::info!("stopped");
     Ok(())

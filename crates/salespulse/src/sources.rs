@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use salespulse_sources::{Directory, Source, Sources};
+use salespulse_sources::{Directory, Position, Source, Sources};
 
 /// Maps each payload file in turn with the mapping at `mapping` (remembered values carry from one
 /// payload to the next, as on live traffic) and prints the canonical events as JSON lines, or the
@@ -60,21 +60,37 @@ pub fn check(config: &Path) -> anyhow::Result<()> {
 /// A topic's source mapping as the engine sees it.
 pub struct MappedTopic(pub Arc<Source>);
 
-impl salespulse_engine::RecordMapper for MappedTopic {
-    fn map(&self, payload: &[u8]) -> (Vec<salespulse_events::Event>, Option<Box<dyn std::error::Error + Send + Sync>>) {
-        let mapped = self.0.map(payload);
+type MapResult = (Vec<salespulse_events::Event>, Option<Box<dyn std::error::Error + Send + Sync>>);
+
+impl MappedTopic {
+    fn result(mapped: salespulse_sources::Mapped) -> MapResult {
         let error = mapped.errors.into_iter().next().map(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>);
         (mapped.events, error)
     }
 }
 
-/// Compiles the configured mappings, registers their counters, and hands each mapped topic's
-/// mapping to the engine. Fails (so the daemon does not start) on any invalid mapping.
+impl salespulse_engine::RecordMapper for MappedTopic {
+    fn map(&self, payload: &[u8]) -> MapResult {
+        MappedTopic::result(self.0.map(payload))
+    }
+
+    /// Remembered values are read and stored at the record's log position, so a rebuild's
+    /// replay sees what the first pass saw.
+    fn map_record(&self, record: &salespulse_engine::Record<'_>) -> MapResult {
+        let at = Position::new(record.topic, record.partition, record.offset);
+        MappedTopic::result(self.0.map_at(record.payload.unwrap_or_default(), Some(at)))
+    }
+}
+
+/// Compiles the configured mappings, registers their counters, restores remembered values from
+/// the snapshot (if configured), and hands each mapped topic's mapping to the engine. Fails (so
+/// the daemon does not start) on any invalid mapping; an unreadable snapshot is logged and the
+/// values start empty.
 pub fn install(
     settings: &crate::config::SourcesSettings,
     engine: &salespulse_engine::Engine,
     registry: &prometheus::Registry,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Sources> {
     let sources = Sources::load(&settings.dir, settings.directory.as_deref())?;
     sources.register_metrics(registry).context("registering source metrics")?;
     for (topic, name) in &settings.topics {
@@ -84,5 +100,31 @@ pub fn install(
         engine.set_mapper(topic, Arc::new(MappedTopic(Arc::clone(source))));
         tracing::info!(topic, mapping = name, "topic decoded with a source mapping");
     }
-    Ok(())
+    if let Some(path) = &settings.memory_snapshot {
+        let restored = std::fs::read(path)
+            .map_err(anyhow::Error::from)
+            .and_then(|bytes| sources.restore_memory(&bytes).map_err(anyhow::Error::from));
+        match restored {
+            Ok(restored) => tracing::info!(restored, path = %path.display(), "remembered source values restored"),
+            Err(error)
+                if error.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound) =>
+            {
+                tracing::info!(path = %path.display(), "no snapshot of remembered source values yet")
+            }
+            Err(error) => {
+                tracing::warn!(%error, path = %path.display(), "remembered source values unreadable; they start empty")
+            }
+        }
+    }
+    Ok(sources)
+}
+
+/// Writes the remembered values to the configured snapshot file, if any.
+pub fn save_memory(sources: &Sources, settings: &crate::config::SourcesSettings) {
+    let Some(path) = &settings.memory_snapshot else { return };
+    let (snapshot, entities) = sources.memory_snapshot();
+    match salespulse_anomaly::write_atomically(path, &snapshot) {
+        Ok(()) => tracing::debug!(entities, path = %path.display(), "remembered source values saved"),
+        Err(error) => tracing::warn!(%error, path = %path.display(), "could not save remembered source values"),
+    }
 }
