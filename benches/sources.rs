@@ -1,5 +1,5 @@
 //! Mapping + canonicalisation speed of typical webhooks (target: under 5 µs per webhook for a
-//! single-event payload; see docs/performance.md).
+//! single-event payload; see the speed section of docs/sources/README.md).
 
 use std::sync::Arc;
 

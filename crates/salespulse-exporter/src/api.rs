@@ -331,7 +331,7 @@ fn internal(join: tokio::task::JoinError) -> Response {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::io::Read;
     use std::sync::Arc;
 
@@ -344,9 +344,11 @@ mod tests {
 
     use crate::{serve, Exporter};
 
-    const T0: i64 = 1_760_000_040_000;
+    pub(crate) const T0: i64 = 1_760_000_040_000;
 
-    fn call(engine: &Engine, offset: i64, manager: &str, team: &str, ago_ms: i64) {
+    /// Applies an answered outbound call of 50 s by `manager` of `team`, `ago_ms` before `T0`,
+    /// as the record at `offset` of partition 0 of `calls`.
+    pub(crate) fn call(engine: &Engine, offset: i64, manager: &str, team: &str, ago_ms: i64) {
         let at = T0 - ago_ms;
         let event = Event {
             event_id: format!("e{offset}"),

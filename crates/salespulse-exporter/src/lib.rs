@@ -347,35 +347,15 @@ mod tests {
     use salespulse_core::clock::ManualClock;
     use salespulse_core::expo::Format;
     use salespulse_core::window::Windows;
-    use salespulse_engine::{Engine, EngineConfig, Outcome, OPTIONAL_FAMILIES};
-    use salespulse_events::{Call, CallDirection, CallStatus, Event, EventBody};
+    use salespulse_engine::{Engine, EngineConfig, OPTIONAL_FAMILIES};
 
     use super::{serve, ExportOptions, Exporter, Held, LastBody};
+    use crate::api::tests::T0;
 
-    const T0: i64 = 1_760_000_040_000;
     const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0";
 
     fn call(engine: &Engine, offset: i64, manager: &str) {
-        let at = T0 - 60_000;
-        let event = Event {
-            event_id: format!("e{offset}"),
-            occurred_at_ms: at,
-            manager_id: manager.into(),
-            team: Some("north".into()),
-            source: None,
-            body: EventBody::Call(Call {
-                call_id: format!("c{offset}"),
-                direction: CallDirection::Outbound,
-                status: CallStatus::Answered,
-                started_at_ms: at - 50_000,
-                answered_at_ms: None,
-                ended_at_ms: at,
-                talk_ms: 50_000,
-                client_id: None,
-                card_id: None,
-            }),
-        };
-        assert!(matches!(engine.ingest_event("calls", 0, offset, &event), Outcome::Applied(_)));
+        crate::api::tests::call(engine, offset, manager, "north", 60_000);
     }
 
     fn exporter(managers: i64, options: &ExportOptions) -> (Arc<Engine>, Arc<Exporter>) {

@@ -332,15 +332,7 @@ impl Ingest {
             let content_type = message.headers().and_then(|headers| {
                 headers.iter().find(|h| h.key.eq_ignore_ascii_case("content-type")).and_then(|h| h.value)
             });
-            let source = Source {
-                topic: message.topic(),
-                partition: message.partition(),
-                offset: message.offset(),
-                timestamp_ms: message.timestamp().to_millis(),
-                key: message.key(),
-                payload: message.payload(),
-            };
-            if self.settle(&source, content_type, message.headers()) {
+            if self.settle(&Source::of(&message), content_type, message.headers()) {
                 if let Err(error) = self.consumer.store_offset_from_message(&message) {
                     // The partition was revoked meanwhile: its new owner re-reads from the last
                     // commit.
@@ -379,14 +371,7 @@ impl Ingest {
     fn apply_batch(&self, batch: &Batch) {
         let mut stores: Vec<(&str, i32, i64)> = Vec::new();
         for record in batch.iter() {
-            let source = Source {
-                topic: record.topic(),
-                partition: record.partition(),
-                offset: record.offset(),
-                timestamp_ms: record.timestamp().to_millis(),
-                key: record.key(),
-                payload: record.payload(),
-            };
+            let source = record.source();
             if !self.settle(&source, record.header("content-type"), Some(record.headers())) {
                 continue;
             }

@@ -120,6 +120,20 @@ pub(crate) struct Source<'a> {
     pub(crate) payload: Option<&'a [u8]>,
 }
 
+impl<'a> Source<'a> {
+    /// Where `message` came from and what it held.
+    pub(crate) fn of<M: Message>(message: &'a M) -> Source<'a> {
+        Source {
+            topic: message.topic(),
+            partition: message.partition(),
+            offset: message.offset(),
+            timestamp_ms: message.timestamp().to_millis(),
+            key: message.key(),
+            payload: message.payload(),
+        }
+    }
+}
+
 /// Why a dead letter was not even queued.
 const DROP_REASONS: [&str; 3] = ["queue_full", "too_large", "error"];
 
@@ -176,15 +190,7 @@ impl DeadLetters {
     /// records are not dead letters, nor is a mapped record (its mapping errors are rejections).
     /// Never blocks.
     pub fn route(&self, message: &BorrowedMessage<'_>, outcome: &Outcome) {
-        let source = Source {
-            topic: message.topic(),
-            partition: message.partition(),
-            offset: message.offset(),
-            timestamp_ms: message.timestamp().to_millis(),
-            key: message.key(),
-            payload: message.payload(),
-        };
-        self.route_source(&source, message.headers(), outcome);
+        self.route_source(&Source::of(message), message.headers(), outcome);
     }
 
     /// [`DeadLetters::route`] for a record read from wherever it was copied to.

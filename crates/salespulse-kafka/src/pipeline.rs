@@ -18,6 +18,8 @@ use parking_lot::{Condvar, Mutex};
 
 use rdkafka::message::{Header, Headers, Message, Timestamp};
 
+use crate::dlq::Source;
+
 /// Records per batch: large enough to amortise the hand-over (one channel send and one wake-up
 /// per batch), small enough that a batch is a few hundred microseconds of work.
 const BATCH_RECORDS: usize = 512;
@@ -118,6 +120,18 @@ impl<'a> BatchRecord<'a> {
             .iter()
             .find(|(key, _)| batch.data[key.clone()].eq_ignore_ascii_case(name.as_bytes()))
             .and_then(|(_, value)| value.clone().map(|range| &batch.data[range]))
+    }
+
+    /// Where the record came from and what it held, as a dead letter would carry it.
+    pub(crate) fn source(&self) -> Source<'a> {
+        Source {
+            topic: self.topic(),
+            partition: self.partition(),
+            offset: self.offset(),
+            timestamp_ms: self.timestamp().to_millis(),
+            key: self.key(),
+            payload: self.payload(),
+        }
     }
 
     pub(crate) fn key(&self) -> Option<&'a [u8]> {
