@@ -276,7 +276,12 @@ impl Engine {
             return self.ingest_mapped(&partition, &mut ledger, mapper.as_ref(), record);
         }
         match self.decode(record, partition.topic) {
-            Ok(event) => self.accept(&partition, &mut ledger, &event, record),
+            Ok(event) => {
+                let outcome = self.accept(&partition, &mut ledger, &event, record);
+                // Its string buffers serve the next record's decode on this thread.
+                salespulse_events::recycle(event);
+                outcome
+            }
             Err(rejection) => self.reject(record, rejection),
         }
     }

@@ -270,7 +270,8 @@ impl<'a> EventFields<'a> {
     fn string(&mut self, f: Field) -> Result<Option<String>> {
         match self.take(f) {
             Scalar::Absent | Scalar::Null => Ok(None),
-            Scalar::Str(s) => Ok(Some(s.into_owned())),
+            Scalar::Str(Cow::Borrowed(s)) => Ok(Some(crate::wire::pooled(s))),
+            Scalar::Str(Cow::Owned(s)) => Ok(Some(s)),
             _ => Err(DecodeError::invalid(f.name(), "expected a string")),
         }
     }

@@ -90,7 +90,12 @@ fn card_change_kind(p: proto::CardChangeKind) -> Option<CardChangeKind> {
 
 /// Decodes one protobuf payload (size already checked).
 pub(crate) fn decode(payload: &[u8], expected: Option<Kind>) -> Result<Event> {
-    let event = proto::Event::decode(payload).map_err(|e| DecodeError::MalformedProtobuf { detail: e.to_string() })?;
+    let event = crate::wire::decode(payload).map_err(|e| DecodeError::MalformedProtobuf { detail: e.0 })?;
+    from_proto(event, expected)
+}
+
+/// Validates a decoded message and maps it to the model.
+fn from_proto(event: proto::Event, expected: Option<Kind>) -> Result<Event> {
     let body = event.kind.ok_or(DecodeError::missing("kind"))?;
     let declared = match &body {
         proto::event::Kind::Call(_) => Kind::Call,
