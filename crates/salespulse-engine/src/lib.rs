@@ -168,6 +168,8 @@ pub struct ManagerState {
 
 /// Per-partition context: the applied ledger and the partition's managers.
 struct PartitionContext {
+    /// The topic's name and the partition: what a [`Cursor`] compares.
+    key: TopicPartition,
     topic: TopicSettings,
     ledger: Mutex<Ledger>,
     managers: Arc<PartitionManagers<ManagerState>>,
@@ -184,6 +186,29 @@ struct TopicSettings {
 
 /// A topic's name and a partition number.
 type TopicPartition = (Box<str>, i32);
+
+/// What a run of records applied by one thread shares: see [`Engine::cursor`].
+pub struct Cursor {
+    now_ms: i64,
+    last: Option<Arc<PartitionContext>>,
+}
+
+impl Cursor {
+    /// The context of `topic`/`partition`: the last one when it is the same, else looked up.
+    fn context(&mut self, engine: &Engine, topic: &str, partition: i32) -> &PartitionContext {
+        let same = self.last.as_ref().is_some_and(|ctx| ctx.key.1 == partition && &*ctx.key.0 == topic);
+        if !same {
+            self.last = Some(engine.partition(topic, partition));
+        }
+        self.last.as_deref().expect("set just above")
+    }
+}
+
+impl std::fmt::Debug for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cursor").field("now_ms", &self.now_ms).finish_non_exhaustive()
+    }
+}
 
 /// The pipeline's state and configuration.
 pub struct Engine {
@@ -265,7 +290,21 @@ impl Engine {
 
     /// Takes one record to its outcome.
     pub fn ingest(&self, record: &Record<'_>) -> Outcome {
-        let partition = self.partition(record.topic, record.partition);
+        self.ingest_in(&mut self.cursor(), record)
+    }
+
+    /// A cursor for a run of records applied one after the other by one thread (a batch): it
+    /// reads the wall clock once and keeps the partition looked up last, which a batch's records
+    /// mostly share. Make a new one per batch, so the clock it read stays within a batch's
+    /// processing time (well under a second) of the truth.
+    pub fn cursor(&self) -> Cursor {
+        Cursor { now_ms: self.clock.now_ms(), last: None }
+    }
+
+    /// [`Engine::ingest`] within a run of records (see [`Engine::cursor`]).
+    pub fn ingest_in(&self, cursor: &mut Cursor, record: &Record<'_>) -> Outcome {
+        let now_ms = cursor.now_ms;
+        let partition = cursor.context(self, record.topic, record.partition);
         partition.received.inc();
         let _writer = partition.managers.writer();
         let mut ledger = partition.ledger.lock();
@@ -273,11 +312,11 @@ impl Engine {
             return duplicate;
         }
         if let Some(mapper) = &partition.mapper {
-            return self.ingest_mapped(&partition, &mut ledger, mapper.as_ref(), record);
+            return self.ingest_mapped(partition, &mut ledger, mapper.as_ref(), record, now_ms);
         }
         match self.decode(record, partition.topic) {
             Ok(event) => {
-                let outcome = self.accept(&partition, &mut ledger, &event, record);
+                let outcome = self.accept(partition, &mut ledger, &event, record, now_ms);
                 // Its string buffers serve the next record's decode on this thread.
                 salespulse_events::recycle(event);
                 outcome
@@ -297,7 +336,7 @@ impl Engine {
             return duplicate;
         }
         let record = Record { topic, partition, offset, content_type: None, payload: None };
-        self.accept(&context, &mut ledger, event, &record)
+        self.accept(&context, &mut ledger, event, &record, self.clock.now_ms())
     }
 
     /// A mapped record: every event it maps to takes the normal path; a mapping error rejects the
@@ -308,10 +347,13 @@ impl Engine {
         ledger: &mut Ledger,
         mapper: &dyn RecordMapper,
         record: &Record<'_>,
+        now_ms: i64,
     ) -> Outcome {
         let (events, failure) = mapper.map_record(record);
-        let applied =
-            events.iter().filter(|e| matches!(self.accept(partition, ledger, e, record), Outcome::Applied(_))).count();
+        let applied = events
+            .iter()
+            .filter(|e| matches!(self.accept(partition, ledger, e, record, now_ms), Outcome::Applied(_)))
+            .count();
         match failure {
             Some(error) => self.reject(record, Rejection::Mapping(error)),
             None => Outcome::Mapped { events: events.len(), applied },
@@ -331,14 +373,20 @@ impl Engine {
     /// Time checks, event-id de-duplication and apply, under the partition group's writer lock:
     /// one writer per manager state at a time is what lets the window counters update without
     /// read-modify-write instructions.
-    fn accept(&self, partition: &PartitionContext, ledger: &mut Ledger, event: &Event, record: &Record<'_>) -> Outcome {
+    fn accept(
+        &self,
+        partition: &PartitionContext,
+        ledger: &mut Ledger,
+        event: &Event,
+        record: &Record<'_>,
+        now_ms: i64,
+    ) -> Outcome {
         // Amounts in two currencies are never summed: another currency is a rejection.
         if let Some(currency) = &self.config.cards.commerce.currency {
             if let Err(error) = salespulse_events::check_currency(event, currency) {
                 return self.reject(record, error.into());
             }
         }
-        let now_ms = self.clock.now_ms();
         let ahead_ms = event.occurred_at_ms - now_ms;
         if ahead_ms > self.config.future_tolerance_ms {
             let tolerance_ms = self.config.future_tolerance_ms;
@@ -471,6 +519,7 @@ impl Engine {
         let ctx = partitions.entry(key).or_insert_with(|| {
             let settings = self.config.topic(topic);
             Arc::new(PartitionContext {
+                key: (topic.into(), partition),
                 topic: TopicSettings {
                     encoding: settings.and_then(|t| t.encoding),
                     kind: settings.and_then(|t| t.kind),

@@ -973,3 +973,40 @@ mod commerce {
         assert_eq!(f.engine.plans().managers.len(), 1);
     }
 }
+
+/// One cursor over records of several topics and partitions, interleaved as a batch has them,
+/// leaves the same state as ingesting them one by one (a cursor per record), duplicates and a
+/// rejection included.
+#[test]
+fn a_cursor_across_partitions_and_topics_applies_as_single_records_do() {
+    let mut payloads = Vec::new();
+    for i in 0..40i64 {
+        let manager = ["ivanov", "petrova", "sidorov"][(i % 3) as usize];
+        let event = call_event(&format!("e{}", i % 35), manager, T0 - 60_000 + i * 1_000, CallStatus::Answered, 45_000);
+        let payload = if i % 2 == 0 {
+            salespulse_events::encode_protobuf(&event)
+        } else {
+            salespulse_events::encode_json(&event)
+        };
+        payloads.push(if i == 17 { b"{not json".to_vec() } else { payload });
+    }
+    let topics = ["calls", "calls-b"];
+    let records: Vec<Record<'_>> = payloads
+        .iter()
+        .enumerate()
+        // A repeated event id comes back on its first copy's topic and partition.
+        .map(|(i, payload)| record(topics[i % 35 % 4 / 2], (i % 35 % 3) as i32, i as i64, payload))
+        .collect();
+
+    let one_by_one = fixture(|_| {});
+    let single: Vec<_> = records.iter().map(|r| format!("{:?}", one_by_one.engine.ingest(r))).collect();
+    let batched = fixture(|_| {});
+    let mut cursor = batched.engine.cursor();
+    let together: Vec<_> = records.iter().map(|r| format!("{:?}", batched.engine.ingest_in(&mut cursor, r))).collect();
+
+    assert_eq!(single, together);
+    assert!(single.iter().any(|o| o.starts_with("Duplicate")), "{single:?}");
+    assert!(single.iter().any(|o| o.starts_with("Rejected")), "{single:?}");
+    assert_eq!(one_by_one.scrape(), batched.scrape());
+    assert!(batched.scrape().contains("manager=\"ivanov\""));
+}

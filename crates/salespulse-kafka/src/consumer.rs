@@ -13,7 +13,7 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::statistics::Statistics;
 use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 use rdkafka::{ClientContext, TopicPartitionList};
-use salespulse_engine::{Engine, RateLimited, Record};
+use salespulse_engine::{Cursor, Engine, RateLimited, Record};
 
 use crate::dlq::{DeadLetters, Source};
 use crate::pipeline::{Batch, Dispatcher};
@@ -332,7 +332,7 @@ impl Ingest {
             let content_type = message.headers().and_then(|headers| {
                 headers.iter().find(|h| h.key.eq_ignore_ascii_case("content-type")).and_then(|h| h.value)
             });
-            if self.settle(&Source::of(&message), content_type, message.headers()) {
+            if self.settle(&mut self.engine.cursor(), &Source::of(&message), content_type, message.headers()) {
                 if let Err(error) = self.consumer.store_offset_from_message(&message) {
                     // The partition was revoked meanwhile: its new owner re-reads from the last
                     // commit.
@@ -344,7 +344,13 @@ impl Ingest {
 
     /// Applies one record and, unless it is replayed, sends it to the dead-letter topic if it
     /// was not applied for its content. Returns whether its offset is to be stored.
-    fn settle<H: Headers>(&self, source: &Source<'_>, content_type: Option<&[u8]>, headers: Option<&H>) -> bool {
+    fn settle<H: Headers>(
+        &self,
+        cursor: &mut Cursor,
+        source: &Source<'_>,
+        content_type: Option<&[u8]>,
+        headers: Option<&H>,
+    ) -> bool {
         let record = Record {
             topic: source.topic,
             partition: source.partition,
@@ -353,7 +359,7 @@ impl Ingest {
             payload: source.payload,
         };
         let replay = self.consumer.context().rebuilds.record(record.topic, record.partition, record.offset);
-        let outcome = self.engine.ingest(&record);
+        let outcome = self.engine.ingest_in(cursor, &record);
         if replay == Replay::Replayed {
             // Handled before (that is why it is below the committed offset), side effects such
             // as a dead-letter copy included: only the state is rebuilt. Storing its offset
@@ -370,9 +376,10 @@ impl Ingest {
     /// partition (the batch's last record to store of that partition).
     fn apply_batch(&self, batch: &Batch) {
         let mut stores: Vec<(&str, i32, i64)> = Vec::new();
+        let mut cursor = self.engine.cursor();
         for record in batch.iter() {
             let source = record.source();
-            if !self.settle(&source, record.header("content-type"), Some(record.headers())) {
+            if !self.settle(&mut cursor, &source, record.header("content-type"), Some(record.headers())) {
                 continue;
             }
             match stores
