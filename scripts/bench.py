@@ -587,8 +587,8 @@ def managers_report(results):
         "while ingesting; memory target 64 MiB + 16 KiB per manager):",
         "",
         "| managers | ev/s quiet | ev/s scraped | scraped / quiet | scrape p50 ms | p99 ms | failed (10 s) | "
-        "body MB | series per manager | peak RSS MiB | RSS target MiB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "body MB | series per manager | peak RSS MiB | RSS target MiB | decode + apply CPU s per M (quiet) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for managers, runs in results["by_managers"].items():
         quiet = [r["quiet"] for r in runs]
@@ -606,7 +606,8 @@ def managers_report(results):
             if all("series" in r for r in scraped) else float("nan")
         failed = f"{sum(x.get('failed', 0) for x in scrapes)} of {sum(x['count'] for x in scrapes)}"
         lines.append(f"| {int(float(managers)):,} ({active:,.0f} active) | {q:,.0f} | {s:,.0f} | {s / q:.2f} | "
-                     f"{p50:.0f} | {p99:.0f} | {failed} | {body:.1f} | {per_manager:.0f} | {rss:.0f} | {target:.0f} |")
+                     f"{p50:.0f} | {p99:.0f} | {failed} | {body:.1f} | {per_manager:.0f} | {rss:.0f} | {target:.0f} | "
+                     f"{role_median(quiet, 'apply'):.2f} |")
     return lines
 
 
