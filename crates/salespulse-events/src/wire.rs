@@ -110,6 +110,13 @@ impl<'a> Reader<'a, '_> {
     }
 
     fn varint(&mut self) -> Result<u64> {
+        // Keys, lengths, enums and flags mostly fit one byte.
+        if let Some((&byte, rest)) = self.buf.split_first() {
+            if byte < 0x80 {
+                self.buf = rest;
+                return Ok(u64::from(byte));
+            }
+        }
         let mut value = 0u64;
         for (i, &byte) in self.buf.iter().take(10).enumerate() {
             // The tenth byte may only hold the top bit of 64.
