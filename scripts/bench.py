@@ -67,6 +67,8 @@ OUTCOMES = (
     "salespulse_managers_overflow_events_total",
 )
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+# Partitions of every generated topic.
+PARTITIONS = 8
 # Prometheus' default scrape_timeout.
 SCRAPE_TIMEOUT = 10.0
 
@@ -108,12 +110,25 @@ class Broker:
             shutil.rmtree(self.state, ignore_errors=True)
 
 
-def topic_exists(broker, topic):
-    out = subprocess.run(["kcat", "-L", "-b", broker.bootstrap, "-t", topic, "-J"], capture_output=True, text=True)
+def topic_partitions(broker, topic):
+    """Partitions of `topic`, 0 if it does not exist. Lists every topic: asking for one by name
+    (`kcat -L -t`) would make a broker with auto.create.topics.enable create it, with one
+    partition, before loadgen could create it with eight."""
+    out = subprocess.run(["kcat", "-L", "-b", broker.bootstrap, "-J"], capture_output=True, text=True)
     if out.returncode != 0:
-        return False
-    topics = json.loads(out.stdout).get("topics", [])
-    return any(t.get("topic") == topic and not t.get("err") and t.get("partitions") for t in topics)
+        return 0
+    for t in json.loads(out.stdout).get("topics", []):
+        if t.get("topic") == topic and not t.get("err"):
+            return len(t.get("partitions") or [])
+    return 0
+
+
+def topic_exists(broker, topic):
+    partitions = topic_partitions(broker, topic)
+    if partitions not in (0, PARTITIONS):
+        raise RuntimeError(f"topic {topic} has {partitions} partitions, not {PARTITIONS}: delete it or use a fresh "
+                           "broker (an earlier harness auto-created it by asking for its metadata)")
+    return partitions == PARTITIONS
 
 
 def topic_bytes(broker, topic):
@@ -126,11 +141,14 @@ def topic_bytes(broker, topic):
 def loadgen(broker, topic, events, managers, encoding, seed):
     started = time.perf_counter()
     out = subprocess.run(
-        [BIN, "loadgen", "--bootstrap", broker.bootstrap, "--topic", topic, "--partitions", "8",
+        [BIN, "loadgen", "--bootstrap", broker.bootstrap, "--topic", topic, "--partitions", str(PARTITIONS),
          "--events", str(events), "--managers", str(managers), "--encoding", encoding, "--seed", str(seed)],
         check=True, capture_output=True, text=True, env=dict(os.environ, RUST_LOG="warn"),
     )
     summary = json.loads(out.stdout.strip().splitlines()[-1])
+    partitions = topic_partitions(broker, topic)
+    if partitions != PARTITIONS:
+        raise RuntimeError(f"topic {topic} has {partitions} partitions, not {PARTITIONS}")
     log(f"loaded {topic}: {events} events, {summary['bytes'] / 1e6:.0f} MB in {time.perf_counter() - started:.0f} s")
     return summary
 
