@@ -285,9 +285,17 @@ impl Messages {
         MessageState {
             channels: std::array::from_fn(|_| OnceLock::new()),
             windows: Counters::new(&self.layout),
-            response_times: Hours::ALL.map(|_| WindowedHistogram::new(&self.response_layout, &self.buckets)),
+            response_times: Hours::ALL
+                .map(|hours| self.keeps(hours).then(|| WindowedHistogram::new(&self.response_layout, &self.buckets))),
             dialogs: Mutex::new(Dialogs::default()),
         }
+    }
+
+    /// Whether managers keep a windowed response-time histogram of `hours`: `all` always (the
+    /// JSON view reads its quantiles), `working` only when `salespulse_window_response_time_seconds`
+    /// exports it (each is about 4 KiB per manager, and an update per reply).
+    fn keeps(&self, hours: Hours) -> bool {
+        hours == Hours::All || self.response_hours.contains(&hours)
     }
 
     /// The response-time histogram buckets.
@@ -339,7 +347,9 @@ impl Messages {
             }
             for (hours, value) in [(Hours::All, raw), (Hours::Working, working)] {
                 let h = hours.index();
-                state.response_times[h].observe(&self.response_layout, windows, &self.buckets, value, reply, now_ms);
+                if let Some(histogram) = &state.response_times[h] {
+                    histogram.observe(&self.response_layout, windows, &self.buckets, value, reply, now_ms);
+                }
                 channel.response_times[h].observe(&self.totals_layout, windows, &self.buckets, value, reply, now_ms);
             }
         }
@@ -373,8 +383,10 @@ impl Messages {
         channels.sort_unstable_by(|a, b| a.channel.cmp(&b.channel));
         let mut per_window = vec![0; self.layout.specs().len() * DIMS];
         state.windows.read(&self.layout, windows, plan, &mut per_window);
-        let response_times =
-            state.response_times.each_ref().map(|h| h.read_windows(&self.response_layout, windows, plan));
+        let response_times = state
+            .response_times
+            .each_ref()
+            .map(|h| h.as_ref().map_or_else(Vec::new, |h| h.read_windows(&self.response_layout, windows, plan)));
         let dialogs = state.dialogs.lock().stats(self.gap_ms, now_ms);
         MessageSnapshot { channels, windows: per_window, response_times, dialogs }
     }
@@ -402,7 +414,8 @@ impl Messages {
     pub fn state_bytes(&self) -> usize {
         std::mem::size_of::<MessageState>()
             + self.layout.bytes()
-            + Hours::ALL.len() * (self.response_layout.bytes() + self.buckets.len() * std::mem::size_of::<AtomicU64>())
+            + Hours::ALL.into_iter().filter(|&h| self.keeps(h)).count()
+                * (self.response_layout.bytes() + self.buckets.len() * std::mem::size_of::<AtomicU64>())
     }
 
     /// Bytes one more channel adds to a manager's state.
@@ -709,8 +722,9 @@ pub struct MessageState {
     /// [`MAX_CHANNELS`] named channels, then `other`; filled in order of first appearance.
     channels: [OnceLock<Box<ChannelState>>; MAX_CHANNELS + 1],
     windows: Counters,
-    /// By [`Hours`]: over the response-time windows, all channels.
-    response_times: [WindowedHistogram; 2],
+    /// By [`Hours`]: over the response-time windows, all channels; `None` for hours that are
+    /// neither exported nor read (see `Messages::keeps`).
+    response_times: [Option<WindowedHistogram>; 2],
     dialogs: Mutex<Dialogs>,
 }
 
@@ -1581,12 +1595,22 @@ mod tests {
         assert_eq!(windowed, 15);
         // Counters: 1h (30 slots) and today (101 slots) × 6 cells × 4 bytes.
         assert_eq!(m.layout.bytes(), 131 * 6 * 4);
-        // Two response-time histograms over 1h: 30 slots × 36 cells × 4 bytes + 34 totals × 8.
-        let histograms = 2 * (30 * 36 * 4 + 34 * 8);
-        assert_eq!(m.state_bytes(), std::mem::size_of::<MessageState>() + 131 * 6 * 4 + histograms);
+        // One response-time histogram over 1h (`hours="all"`; `working` is not exported by
+        // default, so not kept): 30 slots × 36 cells × 4 bytes + 34 totals × 8.
+        let histogram = 30 * 36 * 4 + 34 * 8;
+        assert_eq!(m.state_bytes(), std::mem::size_of::<MessageState>() + 131 * 6 * 4 + histogram);
         let state = m.new_state();
         assert_eq!(m.held_bytes(&state), m.state_bytes());
-        assert_eq!(m.response_layout.bytes() + 34 * 8, state.response_times[0].heap_bytes());
+        assert_eq!(Some(histogram), state.response_times[0].as_ref().map(WindowedHistogram::heap_bytes));
+        assert!(state.response_times[Hours::Working.index()].is_none());
+        // Exporting `working` keeps its histogram too.
+        let config = MessagesConfig {
+            export: MessageExport { response_time_hours: vec!["all".into(), "working".into()], ..Default::default() },
+            ..MessagesConfig::default()
+        };
+        let both = Messages::new(&windows, &config).unwrap();
+        assert_eq!(both.state_bytes(), m.state_bytes() + histogram);
+        assert!(both.new_state().response_times.iter().all(Option::is_some));
         // One channel and 100 dialogs.
         for i in 0..100 {
             m.apply(&state, &windows, &message(&format!("d{i}"), "wa", In, None), T0, T0);
@@ -1596,7 +1620,7 @@ mod tests {
         // 112 entries of capacity: 128 buckets of (key, dialog) and a control byte, plus a group.
         assert_eq!(with_dialogs - m.state_bytes() - m.channel_bytes(), 128 * (8 + 72 + 1) + 16);
         // The figures docs/metrics.md quotes (64-bit).
-        assert_eq!((m.state_bytes(), m.channel_bytes(), with_dialogs), (12_760, 680, 23_824));
+        assert_eq!((m.state_bytes(), m.channel_bytes(), with_dialogs), (8_168, 680, 19_232));
     }
 
     #[test]
