@@ -16,6 +16,7 @@ use std::cell::RefCell;
 
 use crate::model::{Event, EventBody};
 use crate::proto;
+use crate::proto::event::Kind;
 
 /// Strings kept per thread for reuse, at most.
 const POOL_STRINGS: usize = 64;
@@ -89,6 +90,15 @@ pub(crate) fn recycle(event: Event) {
             }
         }
     });
+}
+
+/// The `oneof kind` member that `get` picks out, a fresh `T` when `kind` holds another member or
+/// none: a member that occurs again is merged, another member replaces it, as protobuf has it.
+fn member<T: Default>(kind: &mut Option<Kind>, make: fn(T) -> Kind, get: fn(&mut Kind) -> Option<&mut T>) -> &mut T {
+    if kind.as_mut().is_none_or(|k| get(k).is_none()) {
+        *kind = Some(make(T::default()));
+    }
+    kind.as_mut().and_then(get).expect("the member was just made")
 }
 
 const VARINT: u8 = 0;
@@ -256,7 +266,6 @@ impl<'a> Reader<'a, '_> {
     }
 
     fn event(&mut self, event: &mut proto::Event) -> Result<()> {
-        use proto::event::Kind;
         while !self.buf.is_empty() {
             let (field, wire_type) = self.key()?;
             match field {
@@ -267,26 +276,26 @@ impl<'a> Reader<'a, '_> {
                 5 => self.optional_string(wire_type, "Event.source", &mut event.source)?,
                 10 => {
                     let bytes = self.message(wire_type, "Event.call")?;
-                    if !matches!(event.kind, Some(Kind::Call(_))) {
-                        event.kind = Some(Kind::Call(proto::Call::default()));
-                    }
-                    let Some(Kind::Call(call)) = &mut event.kind else { unreachable!("set just above") };
+                    let call = member(&mut event.kind, Kind::Call, |k| match k {
+                        Kind::Call(call) => Some(call),
+                        _ => None,
+                    });
                     self.sub(bytes).call(call)?;
                 }
                 11 => {
                     let bytes = self.message(wire_type, "Event.message")?;
-                    if !matches!(event.kind, Some(Kind::Message(_))) {
-                        event.kind = Some(Kind::Message(proto::Message::default()));
-                    }
-                    let Some(Kind::Message(message)) = &mut event.kind else { unreachable!("set just above") };
+                    let message = member(&mut event.kind, Kind::Message, |k| match k {
+                        Kind::Message(message) => Some(message),
+                        _ => None,
+                    });
                     self.sub(bytes).message_body(message)?;
                 }
                 12 => {
                     let bytes = self.message(wire_type, "Event.card_change")?;
-                    if !matches!(event.kind, Some(Kind::CardChange(_))) {
-                        event.kind = Some(Kind::CardChange(proto::CardChange::default()));
-                    }
-                    let Some(Kind::CardChange(change)) = &mut event.kind else { unreachable!("set just above") };
+                    let change = member(&mut event.kind, Kind::CardChange, |k| match k {
+                        Kind::CardChange(change) => Some(change),
+                        _ => None,
+                    });
                     self.sub(bytes).card_change(change)?;
                 }
                 _ => self.skip(field, wire_type, 0)?,
