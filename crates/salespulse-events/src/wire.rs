@@ -3,7 +3,7 @@
 //! a per-thread pool of buffers that [`recycle`] refills from applied events.
 //!
 //! Why not prost's decoder: it allocates every string field of every record (about seven per
-//! event), and decoding is about a seventh of the apply threads' time; reusing the buffers, and a
+//! event), and decoding is about a fifth of the apply threads' time; reusing the buffers, and a
 //! reader made for this one message, take 17 % fewer instructions per decode (callgrind, see
 //! docs/performance.md). prost stays the reference: property tests check that both readers give
 //! equal messages, or both fail, for arbitrary messages, their concatenations and corruptions, and
