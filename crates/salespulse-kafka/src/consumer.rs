@@ -239,10 +239,10 @@ impl Ingest {
             // with 10 ms. Raising the queue's bound to a million records bought nothing more and
             // cost 250 MiB of RSS.
             .set("fetch.queue.backoff.ms", "10")
-            // And a fifth of librdkafka's default bound (100,000 records) does as well: 20,000
-            // records are about 30 ms of apply work, plenty for a fetch from a broker, and the
-            // queued records and fetch buffers they pin shrink from about 64 to about 15 MiB
-            // (heaptrack; peak RSS at 10k managers 413-421 -> 368-380 MiB, same events/s).
+            // And a fifth of librdkafka's default (100,000 records per partition) does as well:
+            // queued fetch ops and the fetch buffers they pin were about 64 MB at the peak
+            // (heaptrack); with 20,000 the peak RSS at 10k managers went from 413-421 to 368-380
+            // MiB at the same events/s (docs/performance.md). Lower values bought nothing more.
             .set("queued.min.messages", "20000")
             .set_log_level(RDKafkaLogLevel::Warning);
         for (key, value) in config.properties.iter() {
