@@ -873,8 +873,8 @@ fn default_export_fits_the_budget_and_memory() {
     let windows = Windows::new(&WindowsConfig::default()).unwrap();
     let cards = Cards::new(&windows, &CardsConfig::default()).unwrap();
     assert_eq!(cards.touch.len() + cards.comments.len() + cards.thin.len(), 5);
-    // Comments keep the 15-minute level only (today): 101 slots x 3 cells x 4 bytes.
-    assert_eq!(cards.layout.bytes(), 101 * 3 * 4);
+    // Comments keep `today` only: one cell of 3 counters x 4 bytes (a calendar window keeps no ring).
+    assert_eq!(cards.layout.bytes(), 3 * 4);
     // Touch bits: the 2-minute level of 30 slots (newest index, one word) and the 15-minute level
     // of 101 slots (newest index, two words); `1h` feeds the cards-touched anomaly signal.
     assert_eq!(cards.touch.stride(), 5);
@@ -894,7 +894,7 @@ fn default_export_fits_the_budget_and_memory() {
     assert_eq!(std::mem::size_of::<state::Card>(), 88);
     assert_eq!(std::mem::size_of::<state::Task>(), 80);
     // Of which 136 bytes hold the (empty) client table and its transition counts.
-    assert!(empty < 2_176, "{empty}");
+    assert!(empty < 1_024, "{empty}");
     assert!(full < 34 * 1024, "{full}");
 }
 

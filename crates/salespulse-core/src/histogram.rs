@@ -23,12 +23,13 @@
 //! # Memory
 //! With the 34 latency buckets a bucket slot holds 36 `u32`s (stamp, 34 counts, sum): 144 bytes.
 //! The all-time totals add 34 × 8 bytes. Per manager, on the heap:
-//! - the default windows (`5m`, `1h`, `8h`, `today`, `shift`: 30 + 30 + 101 slots): 23 456 bytes,
-//!   about 235 MB for 10 000 managers;
-//! - only `1h` and `today` (30 + 101 slots): 19 136 bytes, about 191 MB for 10 000 managers.
+//! - the default windows (`5m`, `1h`, `8h`, `today`, `shift`: rings of 30 + 30 + 32 slots and one
+//!   slot each for the calendar windows): 13 808 bytes, about 138 MB for 10 000 managers;
+//! - only `1h` and `today` (30 + 1 slots): 4 736 bytes;
+//! - `1h` alone: 4 592 bytes.
 //!
-//! The 101 quarter-hour slots of the calendar level dominate; a layout of sliding windows only is
-//! much cheaper (`1h` alone: 4 592 bytes).
+//! A calendar window costs one slot: it only ever reads its current period (see
+//! [`crate::window`]).
 //!
 //! ```
 //! use salespulse_core::histogram::{LogBuckets, WindowedHistogram};
@@ -581,19 +582,15 @@ mod tests {
         let totals = 34 * 8;
         let hour = windows.index_of("1h").unwrap();
         let today = windows.index_of("today").unwrap();
-        for (specs, bytes) in
-            [((0..windows.specs().len()).collect::<Vec<_>>(), 23_456), (vec![hour, today], 19_136), (vec![hour], 4_592)]
-        {
+        // Rings as long as their sliding windows (5m 30, 1h 30, 8h 32), one slot per calendar window.
+        for (specs, slots, bytes) in [
+            ((0..windows.specs().len()).collect::<Vec<_>>(), 30 + 30 + 32 + 2, 13_808),
+            (vec![hour, today], 30 + 1, 4_736),
+            (vec![hour], 30, 4_592),
+        ] {
             let layout = WindowedHistogram::layout(&windows, &buckets, &specs);
-            let slots: u32 = windows
-                .levels()
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| specs.iter().any(|&s| windows.specs()[s].level == *i))
-                .map(|(_, level)| level.slots)
-                .sum();
             let h = WindowedHistogram::new(&layout, &buckets);
-            assert_eq!(h.heap_bytes(), slots as usize * slot + totals, "{specs:?}");
+            assert_eq!(h.heap_bytes(), slots * slot + totals, "{specs:?}");
             assert_eq!(h.heap_bytes(), bytes, "{specs:?}");
         }
         assert_eq!(std::mem::size_of::<WindowedHistogram>(), 40);

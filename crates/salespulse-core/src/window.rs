@@ -9,12 +9,20 @@
 //! equal bucket width share one level, so one manager's state serves every window once per
 //! resolution, never once per window.
 //!
+//! A [`Counters`] keeps a ring per level only for the sliding windows it serves, sized for the
+//! longest of them. A calendar window needs no ring: it only ever reads its current period (the
+//! local day, the current or last shift), so it keeps one cell per counter stamped with the
+//! period it holds, and an event of an older period, which no read can reach any more, is
+//! dropped. The calendar buckets are still what [`Windows::levels`] and the read plan describe
+//! (15 minutes, enough for the longest day), for state that keeps its own per-bucket marks.
+//!
 //! # Reading
 //! [`Windows::plan`] turns the wall clock into, per window, an inclusive range of bucket indices;
 //! a read sums the slots whose stamp lies in the range. A sliding window reads its last `L / b`
 //! buckets, the current partial one included: it never counts an event older than `L` and misses
 //! at most one bucket's worth at the trailing edge (`docs/windows.md`). Calendar windows start on
-//! a bucket boundary and are exact.
+//! a bucket boundary and are exact: their cell counts when its stamp is the first bucket of the
+//! window's range.
 //!
 //! # Concurrency
 //! [`Counters`] keeps, per slot, a stamp (the bucket index held) and `dims` counters, all `AtomicU32`
@@ -25,7 +33,7 @@
 //! are rewritten, and a reader that sees the stamp change under it skips the slot (it has left the
 //! window anyway). A reader may see one event's counters half applied, never a torn counter.
 
-use std::sync::atomic::{fence, AtomicU32, Ordering};
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{NaiveDate, NaiveTime, TimeZone, Timelike};
@@ -148,6 +156,42 @@ pub struct Windows {
     levels: Vec<Level>,
     time_zone: Tz,
     largest_ms: i64,
+    /// The local day and the shift period most recently looked up (see [`Windows::period`]).
+    today_cache: PeriodCache,
+    shift_cache: PeriodCache,
+}
+
+/// The quarter-hour indices `[start, next)` of one calendar period, packed in one word so that
+/// apply threads share it without a lock. Zero: nothing cached. Not part of a [`Windows`]' value.
+#[derive(Debug, Default)]
+struct PeriodCache(AtomicU64);
+
+impl PeriodCache {
+    fn get(&self, quarter: i64) -> Option<i64> {
+        let packed = self.0.load(Ordering::Relaxed);
+        let (start, next) = ((packed >> 32) as i64, (packed & u64::from(u32::MAX)) as i64);
+        (start <= quarter && quarter < next).then_some(start)
+    }
+
+    fn put(&self, start_ms: i64, next_ms: i64) {
+        let (start, next) = (start_ms.div_euclid(QUARTER_HOUR), next_ms.div_euclid(QUARTER_HOUR));
+        let on_grid = start_ms % QUARTER_HOUR == 0 && next_ms % QUARTER_HOUR == 0;
+        if on_grid && 0 < start && start < next && next <= i64::from(u32::MAX) {
+            self.0.store(((start as u64) << 32) | next as u64, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Clone for PeriodCache {
+    fn clone(&self) -> Self {
+        PeriodCache(AtomicU64::new(self.0.load(Ordering::Relaxed)))
+    }
+}
+
+impl PartialEq for PeriodCache {
+    fn eq(&self, _: &PeriodCache) -> bool {
+        true
+    }
 }
 
 const SECOND: i64 = 1_000;
@@ -242,7 +286,14 @@ impl Windows {
         if specs.is_empty() {
             return Err(WindowError::Empty);
         }
-        Ok(Windows { specs, levels, time_zone: config.time_zone, largest_ms })
+        Ok(Windows {
+            specs,
+            levels,
+            time_zone: config.time_zone,
+            largest_ms,
+            today_cache: PeriodCache::default(),
+            shift_cache: PeriodCache::default(),
+        })
     }
 
     /// Sliding windows only, in UTC: `Windows::parse(&["5m", "1h"])`.
@@ -329,6 +380,45 @@ impl Windows {
             .collect();
         ReadPlan { ranges }
     }
+
+    /// For a calendar window: the stamp of the period whose read covers `ms` (the first bucket
+    /// index of the window's range, as [`Windows::plan`] gives it), and whether `ms` lies inside
+    /// it (always for `today`; not between shifts). `None` for a sliding window.
+    fn period(&self, kind: WindowKind, ms: i64) -> Option<(u32, bool)> {
+        let quarter = ms.div_euclid(QUARTER_HOUR);
+        match kind {
+            WindowKind::Sliding { .. } => None,
+            WindowKind::Today => {
+                let start = match self.today_cache.get(quarter) {
+                    Some(start) => start * QUARTER_HOUR,
+                    None => {
+                        let start = local_day_start(self.time_zone, ms);
+                        let date = local_date(self.time_zone, ms);
+                        let next = local_instant(self.time_zone, date.succ_opt().unwrap_or(date), NaiveTime::MIN);
+                        self.today_cache.put(start, next);
+                        start
+                    }
+                };
+                Some((ceil_index(start, QUARTER_HOUR), true))
+            }
+            WindowKind::Shift(shift) => {
+                let start = match self.shift_cache.get(quarter) {
+                    Some(start) => start * QUARTER_HOUR,
+                    None => {
+                        let (start, _) = shift_bounds(self.time_zone, shift, ms);
+                        let date = local_date(self.time_zone, start);
+                        let next = local_instant(self.time_zone, date.succ_opt().unwrap_or(date), shift.start);
+                        if ms < next {
+                            self.shift_cache.put(start, next);
+                        }
+                        start
+                    }
+                };
+                let inside = ms < start + i64::from(shift.length_minutes) * MINUTE;
+                Some((ceil_index(start, QUARTER_HOUR), inside))
+            }
+        }
+    }
 }
 
 /// For each window, the inclusive range of bucket indices a read covers at one instant.
@@ -388,35 +478,58 @@ pub fn shift_bounds(tz: Tz, shift: ShiftConfig, now_ms: i64) -> (i64, i64) {
     (start, start + i64::from(shift.length_minutes) * MINUTE)
 }
 
-/// Where one stream's counters live: which levels it keeps (those of the windows it exports)
-/// and how many counters a bucket has. Shared by every manager of the stream.
+/// Where one stream's counters live: a ring per level of the sliding windows it exports, a cell
+/// per calendar window it exports, and how many counters a bucket has. Shared by every manager of
+/// the stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
     dims: usize,
-    /// Per level of [`Windows::levels`]: the offset of its ring in the cells, if kept.
-    level_offsets: Vec<Option<usize>>,
+    /// Per level of [`Windows::levels`]: the ring kept for the sliding windows on it, if any.
+    rings: Vec<Option<Ring>>,
+    /// The calendar windows served: `(index in Windows::specs, offset of its cell)`.
+    periods: Vec<(usize, usize)>,
     /// The windows this layout serves.
     specs: Vec<usize>,
     cells: usize,
 }
 
+/// One level's ring in a [`Counters`]: `slots` buckets of `1 + dims` cells from `offset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Ring {
+    offset: usize,
+    slots: u32,
+}
+
 impl Layout {
-    /// Keeps the levels of windows `specs` (indices into [`Windows::specs`]) with `dims` counters per
+    /// Keeps what windows `specs` (indices into [`Windows::specs`]) need, with `dims` counters per
     /// bucket.
     pub fn new(windows: &Windows, dims: usize, specs: &[usize]) -> Layout {
         assert!(dims <= MAX_DIMS, "a bucket holds at most {MAX_DIMS} counters");
-        let mut level_offsets = vec![None; windows.levels.len()];
-        let mut cells = 0;
-        let mut kept = Vec::new();
-        for &spec in specs {
-            let Some(window) = windows.specs.get(spec) else { continue };
-            kept.push(spec);
-            if level_offsets[window.level].is_none() {
-                level_offsets[window.level] = Some(cells);
-                cells += windows.levels[window.level].slots as usize * (1 + dims);
+        let kept: Vec<usize> = specs.iter().copied().filter(|&spec| spec < windows.specs.len()).collect();
+        // A ring as long as the longest sliding window on its level.
+        let mut slots = vec![0u32; windows.levels.len()];
+        for &spec in &kept {
+            let window = &windows.specs[spec];
+            if let WindowKind::Sliding { buckets, .. } = window.kind {
+                slots[window.level] = slots[window.level].max(buckets);
             }
         }
-        Layout { dims, level_offsets, specs: kept, cells }
+        let mut rings = vec![None; windows.levels.len()];
+        let mut periods = Vec::new();
+        let mut cells = 0;
+        for &spec in &kept {
+            let window = &windows.specs[spec];
+            if matches!(window.kind, WindowKind::Sliding { .. }) {
+                if rings[window.level].is_none() {
+                    rings[window.level] = Some(Ring { offset: cells, slots: slots[window.level] });
+                    cells += slots[window.level] as usize * (1 + dims);
+                }
+            } else if !periods.iter().any(|&(s, _)| s == spec) {
+                periods.push((spec, cells));
+                cells += 1 + dims;
+            }
+        }
+        Layout { dims, rings, periods, specs: kept, cells }
     }
 
     /// Every window of `windows`.
@@ -455,44 +568,79 @@ impl Counters {
     }
 
     /// Adds `deltas` (one per dimension) at event time `event_ms`, seen at wall-clock `now_ms`, in
-    /// every kept level whose ring still covers it. An event time after `now_ms` counts as
-    /// `now_ms`. Returns whether any level took it.
+    /// every kept ring that still covers it and in the cell of every calendar window whose
+    /// current period (at `now_ms`) holds it. An event time after `now_ms` counts as `now_ms`.
+    /// Returns whether any of them took it.
     ///
     /// Only one thread may call this on a given `Counters` at a time.
     pub fn add(&self, layout: &Layout, windows: &Windows, event_ms: i64, now_ms: i64, deltas: &[u32]) -> bool {
         debug_assert_eq!(deltas.len(), layout.dims);
         let event_ms = event_ms.min(now_ms);
         let mut landed = false;
-        for (level, offset) in windows.levels.iter().zip(&layout.level_offsets) {
-            let Some(offset) = *offset else { continue };
+        for (level, ring) in windows.levels.iter().zip(&layout.rings) {
+            let Some(ring) = *ring else { continue };
             let index = bucket_index(event_ms, level.bucket_ms);
             let now_index = bucket_index(now_ms, level.bucket_ms);
-            if i64::from(index) <= i64::from(now_index) - i64::from(level.slots) {
+            if i64::from(index) <= i64::from(now_index) - i64::from(ring.slots) {
                 continue;
             }
-            let base = offset + (index % level.slots) as usize * (1 + layout.dims);
-            let stamp = &self.cells[base];
-            let values = &self.cells[base + 1..base + 1 + layout.dims];
-            let held = stamp.load(Ordering::Relaxed);
-            if held == index {
-                for (cell, delta) in values.iter().zip(deltas) {
-                    cell.store(cell.load(Ordering::Relaxed).saturating_add(*delta), Ordering::Relaxed);
-                }
-            } else if held == EMPTY || held < index {
-                stamp.store(RESETTING, Ordering::Relaxed);
-                fence(Ordering::Release);
-                for (cell, delta) in values.iter().zip(deltas) {
-                    cell.store(*delta, Ordering::Relaxed);
-                }
-                stamp.store(index, Ordering::Release);
-            } else {
-                // The slot holds a newer bucket: the wall clock went backwards; this level can no
-                // longer represent the event.
+            landed |= self.put(ring.offset + (index % ring.slots) as usize * (1 + layout.dims), index, deltas);
+        }
+        for &(spec, offset) in &layout.periods {
+            let kind = windows.specs[spec].kind;
+            let Some((current, _)) = windows.period(kind, now_ms) else { continue };
+            // Before the current period began: no read reaches it any more.
+            if bucket_index(event_ms, QUARTER_HOUR) < current {
                 continue;
             }
-            landed = true;
+            match windows.period(kind, event_ms) {
+                Some((stamp, true)) if stamp >= current => landed |= self.put(offset, stamp, deltas),
+                _ => {}
+            }
         }
         landed
+    }
+
+    /// Adds `deltas` to the bucket at `base` if it holds `index`, or recycles it for `index` if it
+    /// holds an older one. Returns whether it did either.
+    fn put(&self, base: usize, index: u32, deltas: &[u32]) -> bool {
+        let stamp = &self.cells[base];
+        let values = &self.cells[base + 1..base + 1 + deltas.len()];
+        let held = stamp.load(Ordering::Relaxed);
+        if held == index {
+            for (cell, delta) in values.iter().zip(deltas) {
+                cell.store(cell.load(Ordering::Relaxed).saturating_add(*delta), Ordering::Relaxed);
+            }
+        } else if held == EMPTY || held < index {
+            stamp.store(RESETTING, Ordering::Relaxed);
+            fence(Ordering::Release);
+            for (cell, delta) in values.iter().zip(deltas) {
+                cell.store(*delta, Ordering::Relaxed);
+            }
+            stamp.store(index, Ordering::Release);
+        } else {
+            // The bucket holds a newer one: the wall clock went backwards; it can no longer
+            // represent the event.
+            return false;
+        }
+        true
+    }
+
+    /// Copies the counters of the bucket at `base` into `copy` and returns its stamp, or `None`
+    /// when it is being recycled (or was, while we read).
+    fn load(&self, base: usize, copy: &mut [u32]) -> Option<u32> {
+        let stamp = &self.cells[base];
+        let before = stamp.load(Ordering::Acquire);
+        if before == RESETTING {
+            return None;
+        }
+        let values = &self.cells[base + 1..base + 1 + copy.len()];
+        for (dst, cell) in copy.iter_mut().zip(values) {
+            *dst = cell.load(Ordering::Relaxed);
+        }
+        fence(Ordering::Acquire);
+        // Recycled for a newer bucket while we read: the old one has left the window.
+        (stamp.load(Ordering::Relaxed) == before).then_some(before)
     }
 
     /// Adds into `out` (`layout.specs().len() * dims` values, window-major in the order of
@@ -501,13 +649,21 @@ impl Counters {
         let dims = layout.dims;
         debug_assert_eq!(out.len(), layout.specs.len() * dims);
         let mut scratch = [0u32; MAX_DIMS];
-        for (level_index, (level, offset)) in windows.levels.iter().zip(&layout.level_offsets).enumerate() {
-            let Some(offset) = *offset else { continue };
-            // The windows on this level and their ranges; a level serves only a few.
+        let copy = &mut scratch[..dims];
+        let add = |out: &mut [u64], position: usize, copy: &[u32]| {
+            for (sum, value) in out[position * dims..(position + 1) * dims].iter_mut().zip(copy) {
+                *sum += u64::from(*value);
+            }
+        };
+        for (level_index, ring) in layout.rings.iter().enumerate() {
+            let Some(ring) = *ring else { continue };
+            // The sliding windows on this level and their ranges; a level serves only a few.
             let mut on_level = [(0usize, 0u32, 0u32); 8];
             let mut count = 0;
             for (position, &spec) in layout.specs.iter().enumerate() {
-                if windows.specs[spec].level == level_index && count < on_level.len() {
+                let window = &windows.specs[spec];
+                let sliding = matches!(window.kind, WindowKind::Sliding { .. });
+                if sliding && window.level == level_index && count < on_level.len() {
                     let (first, last) = plan.ranges[spec];
                     on_level[count] = (position, first, last);
                     count += 1;
@@ -516,40 +672,35 @@ impl Counters {
             let on_level = &on_level[..count];
             let (lowest, highest) =
                 on_level.iter().fold((u32::MAX, 0), |(lo, hi), &(_, first, last)| (lo.min(first), hi.max(last)));
-            for slot in 0..level.slots as usize {
-                let base = offset + slot * (1 + dims);
-                let stamp = &self.cells[base];
-                let before = stamp.load(Ordering::Acquire);
-                if before < lowest || before > highest || before == RESETTING {
+            for slot in 0..ring.slots as usize {
+                let base = ring.offset + slot * (1 + dims);
+                let held = self.cells[base].load(Ordering::Relaxed);
+                if held < lowest || held > highest {
                     continue;
                 }
-                let values = &self.cells[base + 1..base + 1 + dims];
-                let copy = &mut scratch[..dims];
-                for (dst, cell) in copy.iter_mut().zip(values) {
-                    *dst = cell.load(Ordering::Relaxed);
-                }
-                fence(Ordering::Acquire);
-                if stamp.load(Ordering::Relaxed) != before {
-                    // Recycled for a newer bucket while we read: the old one has left the window.
-                    continue;
-                }
+                let Some(held) = self.load(base, copy) else { continue };
                 for &(position, first, last) in on_level {
-                    if (first..=last).contains(&before) {
-                        let sums = &mut out[position * dims..(position + 1) * dims];
-                        for (sum, value) in sums.iter_mut().zip(copy.iter()) {
-                            *sum += u64::from(*value);
-                        }
+                    if (first..=last).contains(&held) {
+                        add(out, position, copy);
                     }
                 }
             }
         }
+        for (position, &spec) in layout.specs.iter().enumerate() {
+            let Some(&(_, offset)) = layout.periods.iter().find(|&&(s, _)| s == spec) else { continue };
+            let (first, _) = plan.ranges[spec];
+            if self.load(offset, copy) == Some(first) {
+                add(out, position, copy);
+            }
+        }
     }
 
-    /// Adds into `out` the per-bucket values of counter `dim` over the buckets window `spec`
-    /// (an index into [`Windows::specs`]) covers at the instant of `plan`, oldest first:
+    /// Adds into `out` the per-bucket values of counter `dim` over the buckets sliding window
+    /// `spec` (an index into [`Windows::specs`]) covers at the instant of `plan`, oldest first:
     /// `out[i]` is bucket `first + i` of the window's range, the last one the current partial
     /// bucket. `out` is grown to the range's length. The values sum to what [`Counters::read`]
-    /// gives for the window. Nothing is added when the layout does not keep the window's level.
+    /// gives for the window. Nothing is added for a calendar window (it keeps no buckets) or
+    /// when the layout does not keep the window's level.
     pub fn series(
         &self,
         layout: &Layout,
@@ -560,17 +711,19 @@ impl Counters {
         out: &mut Vec<u64>,
     ) {
         let (Some(window), Some((first, last))) = (windows.specs.get(spec), plan.range(spec)) else { return };
-        let Some(offset) = layout.level_offsets.get(window.level).copied().flatten() else { return };
+        if !matches!(window.kind, WindowKind::Sliding { .. }) {
+            return;
+        }
+        let Some(ring) = layout.rings.get(window.level).copied().flatten() else { return };
         if dim >= layout.dims || last < first {
             return;
         }
-        let level = windows.levels[window.level];
         let length = (last - first + 1) as usize;
         if out.len() < length {
             out.resize(length, 0);
         }
         for (position, index) in (first..=last).enumerate() {
-            let base = offset + (index % level.slots) as usize * (1 + layout.dims);
+            let base = ring.offset + (index % ring.slots) as usize * (1 + layout.dims);
             let stamp = &self.cells[base];
             if stamp.load(Ordering::Acquire) != index {
                 continue;
@@ -631,8 +784,12 @@ mod tests {
         let labels: Vec<&str> = windows.specs().iter().map(|s| s.label.as_str()).collect();
         assert_eq!(labels, ["5m", "1h", "8h", "today", "shift"]);
         assert_eq!(windows.largest_ms(), 25 * HOUR);
-        // Calls keep 7 counters per bucket: 161 slots x 8 cells x 4 bytes.
-        assert_eq!(Layout::all(&windows, 7).bytes(), 161 * 8 * 4);
+        // Calls keep 7 counters per bucket: rings of 30 (5m), 30 (1h) and 32 (8h) buckets and a
+        // cell each for today and shift, 8 cells of 4 bytes per bucket.
+        assert_eq!(Layout::all(&windows, 7).bytes(), (30 + 30 + 32 + 2) * 8 * 4);
+        // The calendar windows alone keep no ring, only their cells.
+        let calendar = [windows.index_of("today").unwrap(), windows.index_of("shift").unwrap()];
+        assert_eq!(Layout::new(&windows, 7, &calendar).bytes(), 2 * 8 * 4);
     }
 
     #[test]
@@ -945,6 +1102,45 @@ mod tests {
                 let lower = applied.iter().filter(|&&e| e > read - length_ms + bucket_ms && e <= read).count() as u64;
                 prop_assert!(out[i] <= upper, "window {} got {} > {}", spec.label, out[i], upper);
                 prop_assert!(out[i] >= lower, "window {} got {} < {}", spec.label, out[i], lower);
+            }
+        }
+
+        /// Calendar windows against a reference model, with the wall clock moving on between
+        /// events (across a daylight-saving change), late and future events, and a night shift
+        /// crossing midnight: at any read after the adds, `today` counts the events (at their
+        /// time clamped to the wall clock of their add) since local midnight and `shift` those
+        /// inside the current or last shift.
+        #[test]
+        fn calendar_windows_match_reference_as_the_clock_moves(
+            steps in proptest::collection::vec((0i64..(2 * HOUR), -HOUR..(30 * HOUR)), 1..150),
+            reads in proptest::collection::vec(0i64..(30 * HOUR), 1..4),
+            sliding_8h in any::<bool>(),
+        ) {
+            let berlin: Tz = "Europe/Berlin".parse().unwrap();
+            let sliding: &[&str] = if sliding_8h { &["8h"] } else { &[] };
+            let windows = Windows::new(&config(sliding, true, Some((22, 0, 600)), berlin)).unwrap();
+            let layout = Layout::all(&windows, 2);
+            let c = Counters::new(&layout);
+            // 2026-10-24 12:00Z: the steps cross the fall-back night of 2026-10-25.
+            let mut now = 1_792_843_200_000;
+            let mut applied = Vec::new();
+            for (advance, late) in &steps {
+                now += advance;
+                let event = now - late;
+                c.add(&layout, &windows, event, now, &[1, 3]);
+                applied.push(event.min(now));
+            }
+            for read in reads.iter().map(|r| now + r).chain([now]) {
+                let midnight = local_day_start(berlin, read);
+                let today = applied.iter().filter(|&&e| e >= midnight && e <= read).count() as u64;
+                let shift = ShiftConfig { start: NaiveTime::from_hms_opt(22, 0, 0).unwrap(), length_minutes: 600 };
+                let (start, end) = shift_bounds(berlin, shift, read);
+                let in_shift = applied.iter().filter(|&&e| e >= start && e < end && e <= read).count() as u64;
+                let mut out = vec![0; layout.specs().len() * 2];
+                c.read(&layout, &windows, &windows.plan(read), &mut out);
+                let at = |label: &str| layout.specs().iter().position(|&s| windows.specs()[s].label == label).unwrap() * 2;
+                prop_assert_eq!((out[at("today")], out[at("today") + 1]), (today, 3 * today), "today at {}", read);
+                prop_assert_eq!((out[at("shift")], out[at("shift") + 1]), (in_shift, 3 * in_shift), "shift at {}", read);
             }
         }
 

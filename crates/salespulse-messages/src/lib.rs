@@ -1593,12 +1593,12 @@ mod tests {
         let windowed =
             2 * m.messages.len() + m.new_dialogs.len() + 2 * 3 * m.response_time.len() + 2 * m.service_level.len();
         assert_eq!(windowed, 15);
-        // Counters: 1h (30 slots) and today (101 slots) × 6 cells × 4 bytes.
-        assert_eq!(m.layout.bytes(), 131 * 6 * 4);
+        // Counters: 1h (a ring of 30 slots) and today (one slot) × 6 cells × 4 bytes.
+        assert_eq!(m.layout.bytes(), 31 * 6 * 4);
         // One response-time histogram over 1h (`hours="all"`; `working` is not exported by
         // default, so not kept): 30 slots × 36 cells × 4 bytes + 34 totals × 8.
         let histogram = 30 * 36 * 4 + 34 * 8;
-        assert_eq!(m.state_bytes(), std::mem::size_of::<MessageState>() + 131 * 6 * 4 + histogram);
+        assert_eq!(m.state_bytes(), std::mem::size_of::<MessageState>() + 31 * 6 * 4 + histogram);
         let state = m.new_state();
         assert_eq!(m.held_bytes(&state), m.state_bytes());
         assert_eq!(Some(histogram), state.response_times[0].as_ref().map(WindowedHistogram::heap_bytes));
@@ -1620,7 +1620,7 @@ mod tests {
         // 112 entries of capacity: 128 buckets of (key, dialog) and a control byte, plus a group.
         assert_eq!(with_dialogs - m.state_bytes() - m.channel_bytes(), 128 * (8 + 72 + 1) + 16);
         // The figures docs/metrics.md quotes (64-bit).
-        assert_eq!((m.state_bytes(), m.channel_bytes(), with_dialogs), (8_168, 680, 19_232));
+        assert_eq!((m.state_bytes(), m.channel_bytes(), with_dialogs), (5_768, 680, 16_832));
     }
 
     #[test]
