@@ -21,12 +21,14 @@
 //! reaches). All-time totals are `AtomicU64`s with the sum in exact milliseconds.
 //!
 //! # Memory
-//! With the 34 latency buckets a bucket slot holds 36 `u32`s (stamp, 34 counts, sum): 144 bytes.
-//! The all-time totals add 34 × 8 bytes. Per manager, on the heap:
+//! A window bucket slot holds a stamp, the histogram bucket counts two to a `u32` (16 bits each,
+//! saturating at 65 535 per bucket and slot: a manager answering more than 546 times a second in
+//! one latency bucket), and the sum: with the 34 latency buckets 19 `u32`s, 76 bytes. The all-time
+//! totals add 34 × 8 bytes. Per manager, on the heap:
 //! - the default windows (`5m`, `1h`, `8h`, `today`, `shift`: rings of 30 + 30 + 32 slots and one
-//!   slot each for the calendar windows): 13 808 bytes, about 138 MB for 10 000 managers;
-//! - only `1h` and `today` (30 + 1 slots): 4 736 bytes;
-//! - `1h` alone: 4 592 bytes.
+//!   slot each for the calendar windows): 7 416 bytes;
+//! - only `1h` and `today` (30 + 1 slots): 2 628 bytes;
+//! - `1h` alone: 2 552 bytes.
 //!
 //! A calendar window costs one slot: it only ever reads its current period (see
 //! [`crate::window`]).
@@ -40,7 +42,7 @@
 //! let replies = WindowedHistogram::new(&layout, &buckets);
 //! let now = 1_700_000_000_000;
 //! replies.observe(&layout, &windows, &buckets, 30_000, now - 60_000, now);
-//! let hour = &replies.read_windows(&layout, &windows, &windows.plan(now))[0];
+//! let hour = &replies.read_windows(&layout, &windows, &buckets, &windows.plan(now))[0];
 //! assert_eq!((hour.count, hour.sum_seconds), (1, 30.0));
 //! // 30 s lies in (23 s, 32 s]: the median of one value interpolates to the bucket's middle.
 //! assert_eq!(hour.quantile(&buckets, 0.5), Some(27.5));
@@ -225,7 +227,8 @@ pub fn quantile(buckets: &LogBuckets, counts: &[u64], q: f64) -> Option<f64> {
 /// every call; see the module documentation for memory and concurrency.
 #[derive(Debug)]
 pub struct WindowedHistogram {
-    /// Per window bucket: one count per histogram bucket, then the sum in tenths of a second.
+    /// Per window bucket: the counts of two histogram buckets per cell (16 bits each, the even
+    /// bucket in the low half), then the sum in tenths of a second.
     windowed: Counters,
     /// All-time count per histogram bucket.
     counts: Box<[AtomicU64]>,
@@ -236,12 +239,12 @@ pub struct WindowedHistogram {
 impl WindowedHistogram {
     /// The layout for windows `specs` (indices into [`Windows::specs`]), shared by every manager.
     pub fn layout(windows: &Windows, buckets: &LogBuckets, specs: &[usize]) -> Layout {
-        Layout::new(windows, buckets.len() + 1, specs)
+        Layout::new(windows, packed_cells(buckets) + 1, specs)
     }
 
     /// An empty histogram; `layout` must come from [`WindowedHistogram::layout`] with `buckets`.
     pub fn new(layout: &Layout, buckets: &LogBuckets) -> Self {
-        debug_assert_eq!(layout.dims(), buckets.len() + 1, "layout built for other buckets");
+        debug_assert_eq!(layout.dims(), packed_cells(buckets) + 1, "layout built for other buckets");
         WindowedHistogram {
             windowed: Counters::new(layout),
             counts: (0..buckets.len()).map(|_| AtomicU64::new(0)).collect(),
@@ -264,15 +267,22 @@ impl WindowedHistogram {
         event_ms: i64,
         now_ms: i64,
     ) {
-        debug_assert_eq!(layout.dims(), buckets.len() + 1, "layout built for other buckets");
+        debug_assert_eq!(layout.dims(), packed_cells(buckets) + 1, "layout built for other buckets");
         let bucket = buckets.index(value_ms);
         let value_ms = value_ms.max(0);
-        // Both indices are below MAX_DIMS: a LogBuckets has at most MAX_BOUNDS + 1 buckets.
-        let mut deltas = [0u32; MAX_DIMS];
-        deltas[bucket] = 1;
-        deltas[buckets.len()] =
-            u32::try_from(value_ms.saturating_add(SUM_UNIT_MS / 2) / SUM_UNIT_MS).unwrap_or(u32::MAX);
-        self.windowed.add(layout, windows, event_ms, now_ms, &deltas[..layout.dims().min(MAX_DIMS)]);
+        let tenths = u32::try_from(value_ms.saturating_add(SUM_UNIT_MS / 2) / SUM_UNIT_MS).unwrap_or(u32::MAX);
+        let (cell, shift) = (bucket / 2, 16 * (bucket % 2));
+        let sum = packed_cells(buckets);
+        self.windowed.add_with(layout, windows, event_ms, now_ms, |cells| {
+            if let (Some(counts), Some(sum)) = (cells.get(cell), cells.get(sum)) {
+                let packed = counts.load(Ordering::Relaxed);
+                // Each half saturates on its own: a count never carries into its neighbour.
+                if (packed >> shift) & u32::from(u16::MAX) != u32::from(u16::MAX) {
+                    counts.store(packed + (1 << shift), Ordering::Relaxed);
+                }
+                sum.store(sum.load(Ordering::Relaxed).saturating_add(tenths), Ordering::Relaxed);
+            }
+        });
         if let Some(cell) = self.counts.get(bucket) {
             crate::single_writer::add(cell, 1);
         }
@@ -281,23 +291,33 @@ impl WindowedHistogram {
 
     /// The histogram of every window served by `layout`, in the order of [`Layout::specs`], at the
     /// instant of `plan`.
-    pub fn read_windows(&self, layout: &Layout, windows: &Windows, plan: &ReadPlan) -> Vec<WindowHistogram> {
-        let dims = layout.dims();
-        let Some(buckets) = dims.checked_sub(1).filter(|&b| b > 0) else {
+    pub fn read_windows(
+        &self,
+        layout: &Layout,
+        windows: &Windows,
+        buckets: &LogBuckets,
+        plan: &ReadPlan,
+    ) -> Vec<WindowHistogram> {
+        let sum = packed_cells(buckets);
+        if layout.dims() != sum + 1 {
             return Vec::new();
-        };
-        let mut out = vec![0u64; layout.specs().len() * dims];
-        self.windowed.read(layout, windows, plan, &mut out);
-        out.chunks_exact(dims)
-            .map(|window| {
-                let counts = window[..buckets].to_vec();
-                WindowHistogram {
-                    count: counts.iter().fold(0u64, |sum, &c| sum.saturating_add(c)),
-                    sum_seconds: window[buckets] as f64 / (SECOND_MS / SUM_UNIT_MS) as f64,
-                    counts,
-                }
-            })
-            .collect()
+        }
+        let mut out: Vec<WindowHistogram> = (0..layout.specs().len())
+            .map(|_| WindowHistogram { counts: vec![0; buckets.len()], ..WindowHistogram::default() })
+            .collect();
+        let mut tenths = vec![0u64; out.len()];
+        self.windowed.read_with(layout, windows, plan, |position, cells| {
+            let window = &mut out[position];
+            for (bucket, count) in window.counts.iter_mut().enumerate() {
+                *count += u64::from((cells[bucket / 2] >> (16 * (bucket % 2))) & u32::from(u16::MAX));
+            }
+            tenths[position] += u64::from(cells[sum]);
+        });
+        for (window, tenths) in out.iter_mut().zip(tenths) {
+            window.count = window.counts.iter().fold(0u64, |total, &c| total.saturating_add(c));
+            window.sum_seconds = tenths as f64 / (SECOND_MS / SUM_UNIT_MS) as f64;
+        }
+        out
     }
 
     /// Everything observed since the histogram was created.
@@ -372,6 +392,11 @@ impl HistogramTotals {
             })
             .collect()
     }
+}
+
+/// Cells of a window bucket that hold the histogram bucket counts, two per cell.
+fn packed_cells(buckets: &LogBuckets) -> usize {
+    buckets.len().div_ceil(2)
 }
 
 fn add_counts(into: &mut Vec<u64>, other: &[u64]) {
@@ -513,7 +538,7 @@ mod tests {
         ] {
             h.observe(&layout, &windows, &buckets, value_ms, event_ms, T0);
         }
-        let read = h.read_windows(&layout, &windows, &windows.plan(T0));
+        let read = h.read_windows(&layout, &windows, &buckets, &windows.plan(T0));
         assert_eq!(
             read,
             [
@@ -527,7 +552,7 @@ mod tests {
         assert_eq!(totals.cumulative(), [2, 3, 4, 5]);
         // An hour later the windows are empty and the totals unchanged.
         let later = T0 + 3_600_000;
-        let read = h.read_windows(&layout, &windows, &windows.plan(later));
+        let read = h.read_windows(&layout, &windows, &buckets, &windows.plan(later));
         assert!(read.iter().all(|w| w.count == 0 && w.sum_seconds == 0.0 && w.quantile(&buckets, 0.5).is_none()));
         assert_eq!(h.totals(), totals);
     }
@@ -550,11 +575,36 @@ mod tests {
                 h.observe(&layout, &windows, &buckets, v, T0, T0);
             }
             assert_eq!(
-                h.read_windows(&layout, &windows, &windows.plan(T0))[0].sum_seconds,
+                h.read_windows(&layout, &windows, &buckets, &windows.plan(T0))[0].sum_seconds,
                 sum_seconds,
                 "{values_ms:?}"
             );
         }
+    }
+
+    #[test]
+    fn windowed_counts_saturate_per_bucket_without_touching_the_neighbour() {
+        // Buckets 0 and 1 share a cell: 70,000 values in bucket 1 of one slot stop at 65,535
+        // there and leave bucket 0 alone; the totals keep counting.
+        let buckets = small();
+        let windows = Windows::parse(&["5m"]).unwrap();
+        let layout = WindowedHistogram::layout(&windows, &buckets, &[0]);
+        assert_eq!(layout.dims(), 2 + 1);
+        let h = WindowedHistogram::new(&layout, &buckets);
+        h.observe(&layout, &windows, &buckets, 500, T0, T0);
+        for _ in 0..70_000 {
+            h.observe(&layout, &windows, &buckets, 1_500, T0, T0);
+        }
+        h.observe(&layout, &windows, &buckets, 500, T0, T0);
+        let read = &h.read_windows(&layout, &windows, &buckets, &windows.plan(T0))[0];
+        assert_eq!(read.counts, [2, 65_535, 0, 0]);
+        assert_eq!(read.count, 65_537);
+        assert_eq!(h.totals().counts, [2, 70_000, 0, 0]);
+        // The next slot starts from zero.
+        let next = T0 + 10_000;
+        h.observe(&layout, &windows, &buckets, 1_500, next, next);
+        let read = &h.read_windows(&layout, &windows, &buckets, &windows.plan(next))[0];
+        assert_eq!(read.counts, [2, 65_536, 0, 0]);
     }
 
     #[test]
@@ -578,15 +628,16 @@ mod tests {
     fn heap_bytes_per_manager() {
         let buckets = LogBuckets::latency();
         let windows = Windows::new(&WindowsConfig::default()).unwrap();
-        let slot = (1 + 34 + 1) * 4;
+        // Stamp, 17 cells of two 16-bit bucket counts, sum.
+        let slot = (1 + 17 + 1) * 4;
         let totals = 34 * 8;
         let hour = windows.index_of("1h").unwrap();
         let today = windows.index_of("today").unwrap();
         // Rings as long as their sliding windows (5m 30, 1h 30, 8h 32), one slot per calendar window.
         for (specs, slots, bytes) in [
-            ((0..windows.specs().len()).collect::<Vec<_>>(), 30 + 30 + 32 + 2, 13_808),
-            (vec![hour, today], 30 + 1, 4_736),
-            (vec![hour], 30, 4_592),
+            ((0..windows.specs().len()).collect::<Vec<_>>(), 30 + 30 + 32 + 2, 7_416),
+            (vec![hour, today], 30 + 1, 2_628),
+            (vec![hour], 30, 2_552),
         ] {
             let layout = WindowedHistogram::layout(&windows, &buckets, &specs);
             let h = WindowedHistogram::new(&layout, &buckets);
@@ -629,7 +680,7 @@ mod tests {
             for &(value, age) in &events {
                 h.observe(&layout, &windows, &buckets, value, now - age, now);
             }
-            let read = h.read_windows(&layout, &windows, &windows.plan(now));
+            let read = h.read_windows(&layout, &windows, &buckets, &windows.plan(now));
             prop_assert_eq!(read.len(), windows.specs().len());
             let tz = windows.time_zone();
             for (spec, got) in windows.specs().iter().zip(&read) {

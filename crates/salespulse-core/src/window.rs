@@ -575,7 +575,28 @@ impl Counters {
     /// Only one thread may call this on a given `Counters` at a time.
     pub fn add(&self, layout: &Layout, windows: &Windows, event_ms: i64, now_ms: i64, deltas: &[u32]) -> bool {
         debug_assert_eq!(deltas.len(), layout.dims);
+        self.add_with(layout, windows, event_ms, now_ms, |cells| {
+            for (cell, delta) in cells.iter().zip(deltas) {
+                cell.store(cell.load(Ordering::Relaxed).saturating_add(*delta), Ordering::Relaxed);
+            }
+        })
+    }
+
+    /// As [`Counters::add`], for counters of the caller's own encoding: `write` gets the `dims`
+    /// cells of each bucket the event lands in (zeroed first when the bucket is new) and updates
+    /// them with plain loads and stores. A reader may see its stores in any order.
+    ///
+    /// Only one thread may call this on a given `Counters` at a time.
+    pub fn add_with(
+        &self,
+        layout: &Layout,
+        windows: &Windows,
+        event_ms: i64,
+        now_ms: i64,
+        mut write: impl FnMut(&[AtomicU32]),
+    ) -> bool {
         let event_ms = event_ms.min(now_ms);
+        let dims = layout.dims;
         let mut landed = false;
         for (level, ring) in windows.levels.iter().zip(&layout.rings) {
             let Some(ring) = *ring else { continue };
@@ -584,7 +605,8 @@ impl Counters {
             if i64::from(index) <= i64::from(now_index) - i64::from(ring.slots) {
                 continue;
             }
-            landed |= self.put(ring.offset + (index % ring.slots) as usize * (1 + layout.dims), index, deltas);
+            let base = ring.offset + (index % ring.slots) as usize * (1 + dims);
+            landed |= self.put(base, dims, index, &mut write);
         }
         for &(spec, offset) in &layout.periods {
             let kind = windows.specs[spec].kind;
@@ -594,29 +616,28 @@ impl Counters {
                 continue;
             }
             match windows.period(kind, event_ms) {
-                Some((stamp, true)) if stamp >= current => landed |= self.put(offset, stamp, deltas),
+                Some((stamp, true)) if stamp >= current => landed |= self.put(offset, dims, stamp, &mut write),
                 _ => {}
             }
         }
         landed
     }
 
-    /// Adds `deltas` to the bucket at `base` if it holds `index`, or recycles it for `index` if it
-    /// holds an older one. Returns whether it did either.
-    fn put(&self, base: usize, index: u32, deltas: &[u32]) -> bool {
+    /// Lets `write` update the bucket at `base` if it holds `index`, or recycles it for `index`
+    /// (zeroed, then written) if it holds an older one. Returns whether it did either.
+    fn put(&self, base: usize, dims: usize, index: u32, write: &mut impl FnMut(&[AtomicU32])) -> bool {
         let stamp = &self.cells[base];
-        let values = &self.cells[base + 1..base + 1 + deltas.len()];
+        let values = &self.cells[base + 1..base + 1 + dims];
         let held = stamp.load(Ordering::Relaxed);
         if held == index {
-            for (cell, delta) in values.iter().zip(deltas) {
-                cell.store(cell.load(Ordering::Relaxed).saturating_add(*delta), Ordering::Relaxed);
-            }
+            write(values);
         } else if held == EMPTY || held < index {
             stamp.store(RESETTING, Ordering::Relaxed);
             fence(Ordering::Release);
-            for (cell, delta) in values.iter().zip(deltas) {
-                cell.store(*delta, Ordering::Relaxed);
+            for cell in values {
+                cell.store(0, Ordering::Relaxed);
             }
+            write(values);
             stamp.store(index, Ordering::Release);
         } else {
             // The bucket holds a newer one: the wall clock went backwards; it can no longer
@@ -648,13 +669,21 @@ impl Counters {
     pub fn read(&self, layout: &Layout, windows: &Windows, plan: &ReadPlan, out: &mut [u64]) {
         let dims = layout.dims;
         debug_assert_eq!(out.len(), layout.specs.len() * dims);
-        let mut scratch = [0u32; MAX_DIMS];
-        let copy = &mut scratch[..dims];
-        let add = |out: &mut [u64], position: usize, copy: &[u32]| {
-            for (sum, value) in out[position * dims..(position + 1) * dims].iter_mut().zip(copy) {
+        self.read_with(layout, windows, plan, |position, values| {
+            for (sum, value) in out[position * dims..(position + 1) * dims].iter_mut().zip(values) {
                 *sum += u64::from(*value);
             }
-        };
+        });
+    }
+
+    /// Calls `visit(position, cells)` with a consistent copy of every bucket each served window
+    /// covers at the instant of `plan`, `position` being the window's index in `layout.specs()`
+    /// (a bucket serving two windows is visited once for each): for counters of the caller's own
+    /// encoding (see [`Counters::add_with`]).
+    pub fn read_with(&self, layout: &Layout, windows: &Windows, plan: &ReadPlan, mut visit: impl FnMut(usize, &[u32])) {
+        let dims = layout.dims;
+        let mut scratch = [0u32; MAX_DIMS];
+        let copy = &mut scratch[..dims];
         for (level_index, ring) in layout.rings.iter().enumerate() {
             let Some(ring) = *ring else { continue };
             // The sliding windows on this level and their ranges; a level serves only a few.
@@ -681,7 +710,7 @@ impl Counters {
                 let Some(held) = self.load(base, copy) else { continue };
                 for &(position, first, last) in on_level {
                     if (first..=last).contains(&held) {
-                        add(out, position, copy);
+                        visit(position, copy);
                     }
                 }
             }
@@ -690,7 +719,7 @@ impl Counters {
             let Some(&(_, offset)) = layout.periods.iter().find(|&&(s, _)| s == spec) else { continue };
             let (first, _) = plan.ranges[spec];
             if self.load(offset, copy) == Some(first) {
-                add(out, position, copy);
+                visit(position, copy);
             }
         }
     }

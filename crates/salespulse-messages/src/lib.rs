@@ -383,10 +383,9 @@ impl Messages {
         channels.sort_unstable_by(|a, b| a.channel.cmp(&b.channel));
         let mut per_window = vec![0; self.layout.specs().len() * DIMS];
         state.windows.read(&self.layout, windows, plan, &mut per_window);
-        let response_times = state
-            .response_times
-            .each_ref()
-            .map(|h| h.as_ref().map_or_else(Vec::new, |h| h.read_windows(&self.response_layout, windows, plan)));
+        let response_times = state.response_times.each_ref().map(|h| {
+            h.as_ref().map_or_else(Vec::new, |h| h.read_windows(&self.response_layout, windows, &self.buckets, plan))
+        });
         let dialogs = state.dialogs.lock().stats(self.gap_ms, now_ms);
         MessageSnapshot { channels, windows: per_window, response_times, dialogs }
     }
@@ -1596,8 +1595,9 @@ mod tests {
         // Counters: 1h (a ring of 30 slots) and today (one slot) × 6 cells × 4 bytes.
         assert_eq!(m.layout.bytes(), 31 * 6 * 4);
         // One response-time histogram over 1h (`hours="all"`; `working` is not exported by
-        // default, so not kept): 30 slots × 36 cells × 4 bytes + 34 totals × 8.
-        let histogram = 30 * 36 * 4 + 34 * 8;
+        // default, so not kept): 30 slots × 19 cells (stamp, 34 counts two to a cell, sum) × 4
+        // bytes + 34 totals × 8.
+        let histogram = 30 * 19 * 4 + 34 * 8;
         assert_eq!(m.state_bytes(), std::mem::size_of::<MessageState>() + 31 * 6 * 4 + histogram);
         let state = m.new_state();
         assert_eq!(m.held_bytes(&state), m.state_bytes());
@@ -1620,7 +1620,7 @@ mod tests {
         // 112 entries of capacity: 128 buckets of (key, dialog) and a control byte, plus a group.
         assert_eq!(with_dialogs - m.state_bytes() - m.channel_bytes(), 128 * (8 + 72 + 1) + 16);
         // The figures docs/metrics.md quotes (64-bit).
-        assert_eq!((m.state_bytes(), m.channel_bytes(), with_dialogs), (5_768, 680, 16_832));
+        assert_eq!((m.state_bytes(), m.channel_bytes(), with_dialogs), (3_728, 680, 14_792));
     }
 
     #[test]
