@@ -133,13 +133,21 @@ fn webhooks_through_the_gateway_become_exact_metrics() {
     assert_eq!(post(&wazzup_url, json, &[], &vec![b' '; 9000]), 413);
     assert_eq!(post(&hook("nobody"), json, &[], b"{}"), 404);
 
-    // Six raw records were written (2 Twilio, 3 Wazzup, 1 Bitrix24): wait until all are consumed.
+    // Six raw records were written (2 Twilio, 3 Wazzup, 1 Bitrix24): wait until all are consumed
+    // and their eight events have an outcome (a record is counted as received before the apply
+    // threads are done with it): two calls and three messages applied, the retried batch's three
+    // messages dropped as duplicates.
     let received =
         |body: &str, topic: &str| value(body, &format!("salespulse_events_received_total{{topic=\"{topic}\"}}"));
-    let body = daemon.scrape_until("every raw record consumed", Duration::from_secs(60), |body| {
+    let applied = |body: &str, stream: &str| {
+        value(body, &format!("salespulse_events_applied_total{{stream=\"{stream}\"}}")).unwrap_or(0.0)
+    };
+    let body = daemon.scrape_until("every raw record consumed and applied", Duration::from_secs(60), |body| {
         let done = received(body, &twilio) == Some(2.0)
             && received(body, &wazzup) == Some(3.0)
-            && received(body, &bitrix) == Some(1.0);
+            && received(body, &bitrix) == Some(1.0)
+            && applied(body, "call") + applied(body, "message") >= 5.0
+            && value(body, r#"salespulse_events_duplicate_total{kind="event_id"}"#) >= Some(3.0);
         done.then(|| body.to_owned())
     });
     let calls = |labels: &str| value(&body, &format!("salespulse_calls_total{{{labels}}}"));
