@@ -18,17 +18,19 @@
 //! most 50 ms per observation, and a slot saturates only after 13 years of summed latency (whole
 //! seconds would add up to half a second of error per observation; milliseconds would saturate a
 //! 15-minute slot after 50 days of summed latency, which a morning of answering weekend chats
-//! reaches). All-time totals are `AtomicU64`s with the sum in exact milliseconds.
+//! reaches). All-time bucket counts are `AtomicU32`s, saturating (4.3 billion values in one bucket of
+//! one manager), and the all-time sum an `AtomicU64` of exact milliseconds.
 //!
 //! # Memory
 //! A window bucket slot holds a stamp, the histogram bucket counts two to a `u32` (16 bits each,
 //! saturating at 65 535 per bucket and slot: a manager answering more than 546 times a second in
 //! one latency bucket), and the sum: with the 34 latency buckets 19 `u32`s, 76 bytes. The all-time
-//! totals add 34 × 8 bytes. Per manager, on the heap:
+//! bucket counts add 34 × 4 bytes. Per manager, on the heap:
 //! - the default windows (`5m`, `1h`, `8h`, `today`, `shift`: rings of 30 + 30 + 32 slots and one
-//!   slot each for the calendar windows): 7 416 bytes;
-//! - only `1h` and `today` (30 + 1 slots): 2 628 bytes;
-//! - `1h` alone: 2 552 bytes.
+//!   slot each for the calendar windows): 7 280 bytes;
+//! - only `1h` and `today` (30 + 1 slots): 2 492 bytes;
+//! - `1h` alone: 2 416 bytes;
+//! - no window (all-time only, as the per-channel histograms): 136 bytes.
 //!
 //! A calendar window costs one slot: it only ever reads its current period (see
 //! [`crate::window`]).
@@ -54,7 +56,7 @@
 //! but not yet its value in the sum), never a torn counter.
 
 use std::f64::consts::SQRT_2;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::window::{Counters, Layout, ReadPlan, Windows, MAX_DIMS};
 
@@ -230,8 +232,8 @@ pub struct WindowedHistogram {
     /// Per window bucket: the counts of two histogram buckets per cell (16 bits each, the even
     /// bucket in the low half), then the sum in tenths of a second.
     windowed: Counters,
-    /// All-time count per histogram bucket.
-    counts: Box<[AtomicU64]>,
+    /// All-time count per histogram bucket, saturating.
+    counts: Box<[AtomicU32]>,
     /// All-time sum of the values in milliseconds, negative values counted as 0.
     sum_ms: AtomicU64,
 }
@@ -247,7 +249,7 @@ impl WindowedHistogram {
         debug_assert_eq!(layout.dims(), packed_cells(buckets) + 1, "layout built for other buckets");
         WindowedHistogram {
             windowed: Counters::new(layout),
-            counts: (0..buckets.len()).map(|_| AtomicU64::new(0)).collect(),
+            counts: (0..buckets.len()).map(|_| AtomicU32::new(0)).collect(),
             sum_ms: AtomicU64::new(0),
         }
     }
@@ -284,7 +286,7 @@ impl WindowedHistogram {
             }
         });
         if let Some(cell) = self.counts.get(bucket) {
-            crate::single_writer::add(cell, 1);
+            cell.store(cell.load(Ordering::Relaxed).saturating_add(1), Ordering::Relaxed);
         }
         crate::single_writer::add(&self.sum_ms, value_ms.unsigned_abs());
     }
@@ -322,7 +324,7 @@ impl WindowedHistogram {
 
     /// Everything observed since the histogram was created.
     pub fn totals(&self) -> HistogramTotals {
-        let counts: Vec<u64> = self.counts.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+        let counts: Vec<u64> = self.counts.iter().map(|c| u64::from(c.load(Ordering::Relaxed))).collect();
         HistogramTotals {
             count: counts.iter().fold(0u64, |sum, &c| sum.saturating_add(c)),
             sum_seconds: self.sum_ms.load(Ordering::Relaxed) as f64 / SECOND_MS as f64,
@@ -330,9 +332,15 @@ impl WindowedHistogram {
         }
     }
 
+    /// Bytes a histogram of `layout` and `buckets` holds on the heap: [`WindowedHistogram::heap_bytes`]
+    /// of one not yet created.
+    pub fn bytes_for(layout: &Layout, buckets: &LogBuckets) -> usize {
+        layout.bytes() + buckets.len() * std::mem::size_of::<AtomicU32>()
+    }
+
     /// Bytes held on the heap (the struct itself adds 40).
     pub fn heap_bytes(&self) -> usize {
-        self.windowed.heap_bytes() + self.counts.len() * std::mem::size_of::<AtomicU64>()
+        self.windowed.heap_bytes() + self.counts.len() * std::mem::size_of::<AtomicU32>()
     }
 }
 
@@ -608,6 +616,22 @@ mod tests {
     }
 
     #[test]
+    fn all_time_counts_saturate() {
+        let buckets = small();
+        let windows = Windows::parse(&["5m"]).unwrap();
+        let layout = WindowedHistogram::layout(&windows, &buckets, &[]);
+        let h = WindowedHistogram::new(&layout, &buckets);
+        h.counts[1].store(u32::MAX - 1, Ordering::Relaxed);
+        for _ in 0..3 {
+            h.observe(&layout, &windows, &buckets, 1_500, T0, T0);
+        }
+        h.observe(&layout, &windows, &buckets, 500, T0, T0);
+        let totals = h.totals();
+        assert_eq!(totals.counts, [1, u64::from(u32::MAX), 0, 0]);
+        assert_eq!(totals.count, u64::from(u32::MAX) + 1);
+    }
+
+    #[test]
     fn merge_adds_and_default_is_the_identity() {
         let a = WindowHistogram { counts: vec![1, 0, 2, 0], sum_seconds: 3.5, count: 3 };
         let b = WindowHistogram { counts: vec![0, 4, 1, 1], sum_seconds: 100.0, count: 6 };
@@ -630,17 +654,19 @@ mod tests {
         let windows = Windows::new(&WindowsConfig::default()).unwrap();
         // Stamp, 17 cells of two 16-bit bucket counts, sum.
         let slot = (1 + 17 + 1) * 4;
-        let totals = 34 * 8;
+        let totals = 34 * 4;
         let hour = windows.index_of("1h").unwrap();
         let today = windows.index_of("today").unwrap();
         // Rings as long as their sliding windows (5m 30, 1h 30, 8h 32), one slot per calendar window.
         for (specs, slots, bytes) in [
-            ((0..windows.specs().len()).collect::<Vec<_>>(), 30 + 30 + 32 + 2, 7_416),
-            (vec![hour, today], 30 + 1, 2_628),
-            (vec![hour], 30, 2_552),
+            ((0..windows.specs().len()).collect::<Vec<_>>(), 30 + 30 + 32 + 2, 7_280),
+            (vec![hour, today], 30 + 1, 2_492),
+            (vec![hour], 30, 2_416),
+            (vec![], 0, 136),
         ] {
             let layout = WindowedHistogram::layout(&windows, &buckets, &specs);
             let h = WindowedHistogram::new(&layout, &buckets);
+            assert_eq!(h.heap_bytes(), WindowedHistogram::bytes_for(&layout, &buckets), "{specs:?}");
             assert_eq!(h.heap_bytes(), slots * slot + totals, "{specs:?}");
             assert_eq!(h.heap_bytes(), bytes, "{specs:?}");
         }

@@ -414,13 +414,13 @@ impl Messages {
         std::mem::size_of::<MessageState>()
             + self.layout.bytes()
             + Hours::ALL.into_iter().filter(|&h| self.keeps(h)).count()
-                * (self.response_layout.bytes() + self.buckets.len() * std::mem::size_of::<AtomicU64>())
+                * WindowedHistogram::bytes_for(&self.response_layout, &self.buckets)
     }
 
     /// Bytes one more channel adds to a manager's state.
     pub fn channel_bytes(&self) -> usize {
         std::mem::size_of::<ChannelState>()
-            + Hours::ALL.len() * (self.totals_layout.bytes() + self.buckets.len() * std::mem::size_of::<AtomicU64>())
+            + Hours::ALL.len() * WindowedHistogram::bytes_for(&self.totals_layout, &self.buckets)
     }
 
     /// Bytes held by `state` now: [`Messages::state_bytes`], its channels, and its dialog table
@@ -1596,8 +1596,8 @@ mod tests {
         assert_eq!(m.layout.bytes(), 31 * 6 * 4);
         // One response-time histogram over 1h (`hours="all"`; `working` is not exported by
         // default, so not kept): 30 slots × 19 cells (stamp, 34 counts two to a cell, sum) × 4
-        // bytes + 34 totals × 8.
-        let histogram = 30 * 19 * 4 + 34 * 8;
+        // bytes + 34 all-time counts × 4.
+        let histogram = 30 * 19 * 4 + 34 * 4;
         assert_eq!(m.state_bytes(), std::mem::size_of::<MessageState>() + 31 * 6 * 4 + histogram);
         let state = m.new_state();
         assert_eq!(m.held_bytes(&state), m.state_bytes());
@@ -1620,7 +1620,7 @@ mod tests {
         // 112 entries of capacity: 128 buckets of (key, dialog) and a control byte, plus a group.
         assert_eq!(with_dialogs - m.state_bytes() - m.channel_bytes(), 128 * (8 + 72 + 1) + 16);
         // The figures docs/metrics.md quotes (64-bit).
-        assert_eq!((m.state_bytes(), m.channel_bytes(), with_dialogs), (3_728, 680, 14_792));
+        assert_eq!((m.state_bytes(), m.channel_bytes(), with_dialogs), (3_592, 408, 14_384));
     }
 
     #[test]
