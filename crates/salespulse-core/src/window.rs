@@ -392,8 +392,8 @@ impl Windows {
                 let start = match self.today_cache.get(quarter) {
                     Some(start) => start * QUARTER_HOUR,
                     None => {
-                        let start = local_day_start(self.time_zone, ms);
                         let date = local_date(self.time_zone, ms);
+                        let start = local_instant(self.time_zone, date, NaiveTime::MIN);
                         let next = local_instant(self.time_zone, date.succ_opt().unwrap_or(date), NaiveTime::MIN);
                         self.today_cache.put(start, next);
                         start
