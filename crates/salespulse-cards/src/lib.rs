@@ -273,7 +273,9 @@ impl Cards {
     /// Applies one card change that happened at `event_ms` (`occurred_at`), seen at wall-clock
     /// `now_ms`. Only one thread may apply to a given state at a time (the engine applies a
     /// partition's records in order); scrapes may run concurrently.
-    pub fn apply(&self, state: &CardState, windows: &Windows, change: &CardChange, event_ms: i64, now_ms: i64) {
+    ///
+    /// Returns how many tracked entries (cards, tasks, invoices, clients) it evicted at their caps.
+    pub fn apply(&self, state: &CardState, windows: &Windows, change: &CardChange, event_ms: i64, now_ms: i64) -> u64 {
         let totals = &state.totals;
         bump(&totals[change.change.index()], 1);
         if change.change == CardChangeKind::CommentAdded {
@@ -287,7 +289,10 @@ impl Cards {
             deltas[DIM_THIN] = u32::from(thin);
             state.windows.add(&self.layout, windows, event_ms, now_ms, &deltas);
         }
-        state.inner.lock().apply(self, totals, change, event_ms, now_ms);
+        let mut inner = state.inner.lock();
+        let before = inner.evictions();
+        inner.apply(self, totals, change, event_ms, now_ms);
+        inner.evictions() - before
     }
 
     /// The values a scrape at the instant of `plan` (wall-clock `now_ms`, which also decides which
@@ -1114,8 +1119,8 @@ impl CardTotals {
     }
 }
 
-/// How much join state a manager holds: for `salespulse_join_state_entries{stream="cards",kind}`
-/// and the evictions.
+/// How much join state a manager holds (`salespulse_join_state_entries{state="cards"}` sums it)
+/// and how much was evicted.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct JoinStats {
     /// Invoices tracked.

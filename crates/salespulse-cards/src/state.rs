@@ -154,6 +154,11 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
+    /// Entries evicted at their caps so far: cards, tasks, invoices and clients.
+    pub(crate) fn evictions(&self) -> u64 {
+        self.evicted_cards + self.evicted_tasks + self.money.evicted + self.clients.evicted
+    }
+
     pub(crate) fn apply(
         &mut self,
         cards: &Cards,

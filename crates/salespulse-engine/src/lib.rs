@@ -475,16 +475,25 @@ impl Engine {
                 }
                 EventBody::Message(message) => {
                     let messages = state.messages.get_or_init(|| Box::new(self.messages.new_state()));
-                    self.messages.apply(messages, windows, message, at_ms, now_ms);
+                    let evicted = self.messages.apply(messages, windows, message, at_ms, now_ms);
+                    if evicted > 0 {
+                        self.metrics.join_evictions[metrics::DIALOGS].inc_by(evicted);
+                    }
                     join.message(joins, message.client_id.as_deref(), at_ms);
                 }
                 EventBody::CardChange(change) => {
                     let cards = state.cards.get_or_init(|| Box::new(self.cards.new_state()));
-                    self.cards.apply(cards, windows, change, at_ms, now_ms);
+                    let evicted = self.cards.apply(cards, windows, change, at_ms, now_ms);
+                    if evicted > 0 {
+                        self.metrics.join_evictions[metrics::CARDS].inc_by(evicted);
+                    }
                     join.card_change(joins, change, at_ms);
                 }
             }
-            self.metrics.join_evictions.inc_by(join.evictions() - evictions);
+            let evicted = join.evictions() - evictions;
+            if evicted > 0 {
+                self.metrics.join_evictions[metrics::JOINS].inc_by(evicted);
+            }
         });
         if applied.is_err() {
             self.metrics.overflow.inc();
@@ -674,13 +683,20 @@ impl Engine {
             row.cards.as_ref().map_or(0, |c| c.join.cards + c.join.tasks + c.join.invoices + c.join.clients)
         };
         let dialogs = |row: &Row| row.messages.as_ref().map_or(0, |m| m.dialogs.held);
-        let entries: u64 = rows.iter().map(|row| row.joins.entries + card_entries(row) + dialogs(row)).sum();
+        let mut entries = [0_u64; 3];
+        for row in &rows {
+            entries[metrics::JOINS] += row.joins.entries;
+            entries[metrics::CARDS] += card_entries(row);
+            entries[metrics::DIALOGS] += dialogs(row);
+        }
         out.family(
             "salespulse_join_state_entries",
-            "Entries of the cross-stream join state (calls awaiting a card change, recent changes, contacts, tasks, cards, invoices, clients, dialogs).",
+            "Entries of the join state, by state: joins (calls awaiting a card change, recent changes, contacts, tasks), cards (cards, tasks, invoices, clients), dialogs.",
             MetricType::Gauge,
         );
-        out.sample("salespulse_join_state_entries", &[], entries as f64);
+        for (state, entries) in metrics::JOIN_STATES.iter().zip(entries) {
+            out.sample("salespulse_join_state_entries", &[("state", state)], entries as f64);
+        }
     }
 }
 

@@ -1,6 +1,11 @@
 //! The engine's own instrumentation. Every labelled child is created up front (or once per new
 //! topic), so the hot path never looks a label set up.
 
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{Gauge, Metric, MetricFamily};
 use prometheus::{GaugeVec, IntCounter, IntCounterVec, Opts, Registry};
 use salespulse_core::ledger::Duplicate;
 use salespulse_events::Kind;
@@ -11,16 +16,25 @@ pub(crate) struct EngineMetrics {
     received: IntCounterVec,
     applied: [IntCounter; 3],
     late: [IntCounter; 3],
-    last_event: [prometheus::Gauge; 3],
+    newest: Arc<NewestEvent>,
     rejected: Vec<(&'static str, IntCounter)>,
     duplicate_offset: IntCounter,
     duplicate_event_id: IntCounter,
     pub(crate) overflow: IntCounter,
-    pub(crate) join_evictions: IntCounter,
+    /// By [`JOIN_STATES`]: the cross-stream joins, the card stream's tracked entries, dialogs.
+    pub(crate) join_evictions: [IntCounter; 3],
     pub(crate) split_managers: IntCounter,
 }
 
 const STREAMS: [Kind; 3] = [Kind::Call, Kind::Message, Kind::CardChange];
+
+/// The `state` label of `salespulse_join_state_entries` and `salespulse_join_state_evictions_total`:
+/// the cross-stream joins (calls awaiting a card change, recent changes, contacts, tasks), the card
+/// stream's tracked cards, tasks, invoices and clients, and the message stream's dialogs.
+pub(crate) const JOIN_STATES: [&str; 3] = ["joins", "cards", "dialogs"];
+pub(crate) const JOINS: usize = 0;
+pub(crate) const CARDS: usize = 1;
+pub(crate) const DIALOGS: usize = 2;
 
 fn stream_index(kind: Kind) -> usize {
     match kind {
@@ -47,10 +61,7 @@ impl EngineMetrics {
             ),
             &["stream"],
         )?;
-        let last_event_vec = GaugeVec::new(
-            Opts::new("salespulse_last_event_timestamp_seconds", "Event time of the newest event applied, by stream."),
-            &["stream"],
-        )?;
+        let newest = Arc::new(NewestEvent::new()?);
         let rejected_vec = IntCounterVec::new(
             Opts::new(
                 "salespulse_events_rejected_total",
@@ -69,9 +80,12 @@ impl EngineMetrics {
             "salespulse_managers_overflow_events_total",
             "Events of new managers dropped because the manager cap was reached.",
         )?;
-        let join_evictions = IntCounter::new(
-            "salespulse_join_state_evictions_total",
-            "Join state entries dropped because a per-manager bound was reached.",
+        let join_evictions = IntCounterVec::new(
+            Opts::new(
+                "salespulse_join_state_evictions_total",
+                "Join state entries dropped because a per-manager bound was reached, by state.",
+            ),
+            &["state"],
         )?;
         let split_managers = IntCounter::new(
             "salespulse_managers_split_total",
@@ -81,7 +95,7 @@ impl EngineMetrics {
             Box::new(received.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(applied_vec.clone()),
             Box::new(late_vec.clone()),
-            Box::new(last_event_vec.clone()),
+            Box::new(NewestCollector(Arc::clone(&newest))),
             Box::new(rejected_vec.clone()),
             Box::new(duplicate_vec.clone()),
             Box::new(overflow.clone()),
@@ -95,12 +109,12 @@ impl EngineMetrics {
             received,
             applied: per_stream(&applied_vec),
             late: per_stream(&late_vec),
-            last_event: STREAMS.map(|k| last_event_vec.with_label_values(&[k.as_str()])),
+            newest,
             rejected: reject_reasons().map(|r| (r, rejected_vec.with_label_values(&[r]))).collect(),
             duplicate_offset: duplicate_vec.with_label_values(&[Duplicate::Offset.as_str()]),
             duplicate_event_id: duplicate_vec.with_label_values(&[Duplicate::EventId.as_str()]),
             overflow,
-            join_evictions,
+            join_evictions: JOIN_STATES.map(|state| join_evictions.with_label_values(&[state])),
             split_managers,
         })
     }
@@ -116,10 +130,7 @@ impl EngineMetrics {
     pub(crate) fn applied(&self, kind: Kind, event_ms: i64) {
         let i = stream_index(kind);
         self.applied[i].inc();
-        let seconds = event_ms as f64 / 1000.0;
-        if seconds > self.last_event[i].get() {
-            self.last_event[i].set(seconds);
-        }
+        self.newest.observe(i, event_ms);
     }
 
     pub(crate) fn rejected(&self, reason: &'static str) {
@@ -131,7 +142,7 @@ impl EngineMetrics {
     /// Applied, late, and the newest event time (seconds) of stream `kind`, for the ingest view.
     pub(crate) fn stream(&self, kind: Kind) -> (u64, u64, f64) {
         let i = stream_index(kind);
-        (self.applied[i].get(), self.late[i].get(), self.last_event[i].get())
+        (self.applied[i].get(), self.late[i].get(), self.newest.seconds(i))
     }
 
     /// Rejected records by reason, every reason listed.
@@ -149,5 +160,106 @@ impl EngineMetrics {
             Duplicate::Offset => self.duplicate_offset.inc(),
             Duplicate::EventId => self.duplicate_event_id.inc(),
         }
+    }
+}
+
+/// `salespulse_last_event_timestamp_seconds`: the newest event time applied per stream, a true
+/// maximum whichever apply thread saw it (`fetch_max`, and the gauge's values are read from the
+/// atomics at collection rather than written per event).
+struct NewestEvent {
+    ms: [AtomicI64; 3],
+    family: GaugeVec,
+}
+
+impl NewestEvent {
+    fn new() -> prometheus::Result<Self> {
+        let family = GaugeVec::new(
+            Opts::new("salespulse_last_event_timestamp_seconds", "Event time of the newest event applied, by stream."),
+            &["stream"],
+        )?;
+        for kind in STREAMS {
+            family.with_label_values(&[kind.as_str()]);
+        }
+        Ok(NewestEvent { ms: [const { AtomicI64::new(0) }; 3], family })
+    }
+
+    fn observe(&self, stream: usize, event_ms: i64) {
+        // A plain load first: most events are not the newest, and a read-modify-write on a line
+        // both apply threads share would cost every event.
+        if event_ms > self.ms[stream].load(Ordering::Relaxed) {
+            self.ms[stream].fetch_max(event_ms, Ordering::Relaxed);
+        }
+    }
+
+    fn seconds(&self, stream: usize) -> f64 {
+        self.ms[stream].load(Ordering::Relaxed) as f64 / 1000.0
+    }
+}
+
+/// Registers [`NewestEvent`]: the children exist from the start (at 0), their values are filled
+/// in from the atomics.
+struct NewestCollector(Arc<NewestEvent>);
+
+impl Collector for NewestCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.0.family.desc()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let mut families = self.0.family.collect();
+        for metric in families.iter_mut().flat_map(|family| family.mut_metric().iter_mut()) {
+            let stream = metric.get_label().iter().find(|l| l.name() == "stream").map(|l| l.value().to_owned());
+            if let Some(i) = STREAMS.iter().position(|k| Some(k.as_str()) == stream.as_deref()) {
+                set_gauge(metric, self.0.seconds(i));
+            }
+        }
+        families
+    }
+}
+
+fn set_gauge(metric: &mut Metric, value: f64) {
+    let mut gauge = Gauge::default();
+    gauge.set_value(value);
+    metric.set_gauge(gauge);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exported(registry: &Registry, stream: &str) -> f64 {
+        let families = registry.gather();
+        let family = families.iter().find(|f| f.name() == "salespulse_last_event_timestamp_seconds").unwrap();
+        let metric = family.get_metric().iter().find(|m| m.get_label()[0].value() == stream).unwrap();
+        metric.get_gauge().get_value()
+    }
+
+    #[test]
+    fn the_newest_event_time_is_a_maximum_across_apply_threads() {
+        let registry = Registry::new();
+        let metrics = Arc::new(EngineMetrics::register(&registry).unwrap());
+        assert_eq!(exported(&registry, "call"), 0.0, "every stream is there from the start");
+        // Two threads apply interleaved event times, each ending on an older one than the other
+        // thread's newest: a check-then-set per thread could leave either last value behind.
+        let threads: Vec<_> = [0_i64, 1]
+            .into_iter()
+            .map(|offset| {
+                let metrics = Arc::clone(&metrics);
+                std::thread::spawn(move || {
+                    for i in 0..20_000_i64 {
+                        metrics.applied(Kind::Call, 1_000_000 + 2 * i + offset);
+                    }
+                    metrics.applied(Kind::Call, 5_000);
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        metrics.applied(Kind::Message, 7_500);
+        assert_eq!(exported(&registry, "call"), (1_000_000 + 2 * 19_999 + 1) as f64 / 1000.0);
+        assert_eq!(exported(&registry, "message"), 7.5);
+        assert_eq!(exported(&registry, "card_change"), 0.0);
+        assert_eq!(metrics.stream(Kind::Call).2, exported(&registry, "call"));
     }
 }

@@ -1010,3 +1010,45 @@ fn a_cursor_across_partitions_and_topics_applies_as_single_records_do() {
     assert_eq!(one_by_one.scrape(), batched.scrape());
     assert!(batched.scrape().contains("manager=\"ivanov\""));
 }
+
+/// A client message of manager ivanov in `dialog`, `ago` ms before T0, as JSON.
+fn client_message(id: &str, dialog: &str, ago: i64) -> Vec<u8> {
+    salespulse_events::encode_json(&Event {
+        event_id: id.into(),
+        occurred_at_ms: T0 - ago,
+        manager_id: "ivanov".into(),
+        team: Some("north".into()),
+        source: None,
+        body: EventBody::Message(salespulse_events::Message {
+            message_id: id.into(),
+            dialog_id: dialog.into(),
+            channel: "whatsapp".into(),
+            direction: salespulse_events::MessageDirection::Inbound,
+            client_id: None,
+            new_dialog: None,
+        }),
+    })
+}
+
+#[test]
+fn entries_and_evictions_at_the_caps_are_exported_by_state() {
+    use salespulse_events::CardChangeKind as K;
+    let f = fixture(|config| {
+        config.messages.max_dialogs_per_manager = 2;
+        config.cards.max_cards_per_manager = 3;
+    });
+    // Five active dialogs within a minute against a cap of 2: three evictions. Five deals
+    // against a cap of 3 cards: two.
+    for i in 0..5_i64 {
+        f.engine.ingest(&record("chat", 0, i, &client_message(&format!("m{i}"), &format!("dialog-{i}"), 60_000 - i)));
+        let deal = deal_change(&format!("c{i}"), &format!("deal-{i}"), "acme", K::Created, 60_000 - i);
+        f.engine.ingest(&record("crm", 0, i, &deal));
+    }
+    let body = f.scrape();
+    let evicted = |state: &str| f.counter("salespulse_join_state_evictions_total", ("state", state));
+    let held = |state: &str| value_in(&body, &format!(r#"salespulse_join_state_entries{{state="{state}"}}"#));
+    assert_eq!((evicted("dialogs"), held("dialogs")), (3, Some(2.0)));
+    // Three deal cards and their one client.
+    assert_eq!((evicted("cards"), held("cards")), (2, Some(4.0)));
+    assert_eq!(evicted("joins"), 0);
+}

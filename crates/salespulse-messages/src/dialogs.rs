@@ -338,6 +338,11 @@ impl Dialogs {
         self.next_sweep_ms = self.latest_ms.saturating_add(rules.sweep_every_ms);
     }
 
+    /// Active dialogs evicted at the cap so far.
+    pub(crate) fn evictions(&self) -> u64 {
+        self.evictions
+    }
+
     /// Makes room for one more dialog: drops idle ones, then the least recently active.
     fn make_room(&mut self, rules: &JoinRules) {
         if self.map.len() < rules.max_dialogs {

@@ -316,12 +316,19 @@ impl Messages {
     /// Applies one message that happened at `event_ms` (its `occurred_at`), seen at wall-clock
     /// `now_ms`. Only one thread may apply to a given state at a time (see
     /// `salespulse_core::window::Counters`); the engine applies a partition's records in order.
-    pub fn apply(&self, state: &MessageState, windows: &Windows, message: &Message, event_ms: i64, now_ms: i64) {
+    ///
+    /// Returns how many active dialogs it evicted at `max_dialogs_per_manager`.
+    pub fn apply(&self, state: &MessageState, windows: &Windows, message: &Message, event_ms: i64, now_ms: i64) -> u64 {
         let d = message.direction.index();
         let channel = self.channel(state, &message.channel);
         bump(&channel.messages[d], 1);
         let key = self.dialog_key(&message.channel, &message.dialog_id);
-        let joined = state.dialogs.lock().apply(&self.join, key, message.direction, message.new_dialog, event_ms);
+        let (joined, evicted) = {
+            let mut dialogs = state.dialogs.lock();
+            let before = dialogs.evictions();
+            let joined = dialogs.apply(&self.join, key, message.direction, message.new_dialog, event_ms);
+            (joined, dialogs.evictions() - before)
+        };
         let mut deltas = [0u32; DIMS];
         deltas[DIM_MESSAGES[d]] = 1;
         if joined.new_dialog {
@@ -354,6 +361,7 @@ impl Messages {
             }
         }
         state.windows.add(&self.layout, windows, event_ms, now_ms, &deltas);
+        evicted
     }
 
     /// The values a scrape at the instant of `plan`, wall-clock `now_ms`, exports. Takes the
@@ -404,7 +412,7 @@ impl Messages {
         snapshot.response_times[Hours::All.index()].get(*position)?.quantile(&self.buckets, q)
     }
 
-    /// Dialogs held in `state` (for `salespulse_join_state_entries{stream="messages"}`).
+    /// Dialogs held in `state` (for `salespulse_join_state_entries{state="dialogs"}`).
     pub fn join_entries(&self, state: &MessageState) -> usize {
         state.dialogs.lock().len()
     }
