@@ -98,23 +98,26 @@ impl<V: Default> Generations<V> {
     }
 
     /// The entry of `key`, moved into the current generation; returns how many entries were
-    /// dropped to make room.
+    /// dropped to make room. One hash look-up when `key` is in the current generation (the
+    /// usual case), two when it moves up from the previous one or is new.
     fn touch(&mut self, key: u64, bound: usize) -> (&mut V, u64) {
         let mut dropped = 0;
-        if !self.current.contains_key(&key) {
+        if self.current.len() >= (bound / 2).max(1) && !self.current.contains_key(&key) {
+            // The current generation is full: it becomes the previous one and the old previous
+            // one is dropped, except for `key`'s entry. The dropped generation's table is reused,
+            // so a busy manager's join state stops allocating once both have grown to the bound.
             let value = self.previous.remove(&key).unwrap_or_default();
-            let half = (bound / 2).max(1);
-            if self.current.len() >= half {
-                dropped = self.previous.len() as u64;
-                // The dropped generation's table is reused, so a busy manager's join state stops
-                // allocating once both generations have grown to the bound.
-                std::mem::swap(&mut self.previous, &mut self.current);
-                self.current.clear();
-            }
+            dropped = self.previous.len() as u64;
+            std::mem::swap(&mut self.previous, &mut self.current);
+            self.current.clear();
             self.current.insert(key, value);
         }
-        // The key was inserted just above if it was missing.
-        (self.current.entry(key).or_default(), dropped)
+        match self.current.entry(key) {
+            std::collections::hash_map::Entry::Occupied(entry) => (entry.into_mut(), dropped),
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                (entry.insert(self.previous.remove(&key).unwrap_or_default()), dropped)
+            }
+        }
     }
 
     fn remove(&mut self, key: &u64) {
@@ -128,19 +131,25 @@ impl<V: Default> Generations<V> {
 }
 
 /// Contacts are remembered as the latest few event times, so a reschedule can ask "was there a
-/// contact between then and now" even when events arrive somewhat out of order.
-#[derive(Debug, Default, Clone, Copy)]
+/// contact between then and now" even when events arrive somewhat out of order. Empty places hold
+/// [`ContactTimes::EMPTY`], below every event time, so the entry is 24 bytes (32 with its key).
+#[derive(Debug, Clone, Copy)]
 struct ContactTimes {
     times: [i64; 3],
-    len: usize,
+}
+
+impl Default for ContactTimes {
+    fn default() -> Self {
+        ContactTimes { times: [Self::EMPTY; 3] }
+    }
 }
 
 impl ContactTimes {
+    const EMPTY: i64 = i64::MIN;
+
+    /// Keeps the three latest times: `at_ms` replaces the oldest (or an empty place) when later.
     fn record(&mut self, at_ms: i64) {
-        if self.len < self.times.len() {
-            self.times[self.len] = at_ms;
-            self.len += 1;
-        } else if let Some(oldest) = self.times.iter_mut().min() {
+        if let Some(oldest) = self.times.iter_mut().min() {
             if at_ms > *oldest {
                 *oldest = at_ms;
             }
@@ -148,7 +157,7 @@ impl ContactTimes {
     }
 
     fn any_between(&self, from_ms: i64, to_ms: i64) -> bool {
-        self.times[..self.len].iter().any(|t| (from_ms..=to_ms).contains(t))
+        self.times.iter().any(|&t| t != Self::EMPTY && (from_ms..=to_ms).contains(&t))
     }
 }
 
@@ -437,5 +446,39 @@ mod tests {
         }
         let counts = state.counts();
         assert_eq!((counts.calls_awaiting, counts.evictions), (2, 2));
+    }
+
+    #[test]
+    fn contacts_keep_the_three_latest_times_in_any_arrival_order() {
+        let mut times = ContactTimes::default();
+        assert!(!times.any_between(i64::MIN, i64::MAX), "empty places are no contact");
+        for at in [50, 10, 40, 20, 30] {
+            times.record(at);
+        }
+        let mut kept = times.times;
+        kept.sort_unstable();
+        assert_eq!(kept, [30, 40, 50]);
+        assert!(times.any_between(25, 35));
+        assert!(!times.any_between(5, 25), "10 and 20 were pushed out by later ones");
+    }
+
+    #[test]
+    fn generations_move_entries_up_and_drop_the_older_generation_when_full() {
+        let mut generations: Generations<u32> = Generations::default();
+        // A bound of 4: two per generation.
+        *generations.touch(1, 4).0 += 1;
+        *generations.touch(2, 4).0 += 1;
+        // Full: 1 and 2 become the previous generation, nothing dropped yet.
+        assert_eq!(generations.touch(3, 4).1, 0);
+        // 1 moves up from the previous generation with its value.
+        let (value, dropped) = generations.touch(1, 4);
+        assert_eq!((*value, dropped), (1, 0));
+        // Full again: the previous generation (2) is dropped; 3 and 1 become the previous one.
+        assert_eq!(generations.touch(4, 4).1, 1);
+        assert_eq!(generations.get(&2), None);
+        assert_eq!((generations.get(&1), generations.get(&3), generations.len()), (Some(&1), Some(&0), 3));
+        // Touching a present key allocates nothing new.
+        assert_eq!(generations.touch(4, 4), (&mut 0, 0));
+        assert_eq!(generations.len(), 3);
     }
 }
