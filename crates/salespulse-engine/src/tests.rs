@@ -243,15 +243,24 @@ fn dropping_a_partition_group_forgets_its_managers_and_ledgers_and_a_replay_rebu
     assert_eq!(f.counter_plain("salespulse_managers_split_total"), 0);
 }
 
-/// A deal change of `client` by manager ivanov, `ago` ms before T0, as JSON.
-fn deal_change(id: &str, deal: &str, client: &str, change: salespulse_events::CardChangeKind, ago: i64) -> Vec<u8> {
+/// An event `id` of manager ivanov (team north), `ago` ms before T0, as JSON.
+fn ivanov_json(id: &str, ago: i64, body: EventBody) -> Vec<u8> {
     salespulse_events::encode_json(&Event {
         event_id: id.into(),
         occurred_at_ms: T0 - ago,
         manager_id: "ivanov".into(),
         team: Some("north".into()),
         source: None,
-        body: EventBody::CardChange(salespulse_events::CardChange {
+        body,
+    })
+}
+
+/// A deal change of `client` by manager ivanov, `ago` ms before T0, as JSON.
+fn deal_change(id: &str, deal: &str, client: &str, change: salespulse_events::CardChangeKind, ago: i64) -> Vec<u8> {
+    ivanov_json(
+        id,
+        ago,
+        EventBody::CardChange(salespulse_events::CardChange {
             card_id: deal.into(),
             card_type: salespulse_events::CardType::Deal,
             change,
@@ -269,7 +278,7 @@ fn deal_change(id: &str, deal: &str, client: &str, change: salespulse_events::Ca
             invoice_id: None,
             currency: None,
         }),
-    })
+    )
 }
 
 #[test]
@@ -1013,21 +1022,15 @@ fn a_cursor_across_partitions_and_topics_applies_as_single_records_do() {
 
 /// A client message of manager ivanov in `dialog`, `ago` ms before T0, as JSON.
 fn client_message(id: &str, dialog: &str, ago: i64) -> Vec<u8> {
-    salespulse_events::encode_json(&Event {
-        event_id: id.into(),
-        occurred_at_ms: T0 - ago,
-        manager_id: "ivanov".into(),
-        team: Some("north".into()),
-        source: None,
-        body: EventBody::Message(salespulse_events::Message {
-            message_id: id.into(),
-            dialog_id: dialog.into(),
-            channel: "whatsapp".into(),
-            direction: salespulse_events::MessageDirection::Inbound,
-            client_id: None,
-            new_dialog: None,
-        }),
-    })
+    let message = salespulse_events::Message {
+        message_id: id.into(),
+        dialog_id: dialog.into(),
+        channel: "whatsapp".into(),
+        direction: salespulse_events::MessageDirection::Inbound,
+        client_id: None,
+        new_dialog: None,
+    };
+    ivanov_json(id, ago, EventBody::Message(message))
 }
 
 #[test]
