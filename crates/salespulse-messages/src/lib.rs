@@ -200,7 +200,12 @@ pub struct Messages {
     /// The exported `q` and `hours` of `salespulse_window_response_time_seconds`.
     response_quantiles: Vec<(f64, &'static str)>,
     response_hours: Vec<Hours>,
+    /// Channel names shared by every manager's channel states (see [`Messages::channel_name`]).
+    channel_names: Arc<Mutex<Vec<Arc<str>>>>,
 }
+
+/// Distinct channel names shared between managers; names beyond these get their own copy.
+const SHARED_CHANNEL_NAMES: usize = 256;
 
 impl Messages {
     /// Resolves the export lists against `windows`. A label that is not configured is an error,
@@ -277,6 +282,7 @@ impl Messages {
             buckets,
             le,
             keys: RandomState::new(),
+            channel_names: Arc::default(),
         })
     }
 
@@ -694,13 +700,29 @@ impl Messages {
 
     fn new_channel(&self, name: &str) -> ChannelState {
         ChannelState {
-            name: Arc::from(name),
+            name: self.channel_name(name),
             messages: Default::default(),
             new_dialogs: AtomicU64::new(0),
             responses: AtomicU64::new(0),
             within_target: AtomicU64::new(0),
             response_times: Hours::ALL.map(|_| WindowedHistogram::new(&self.totals_layout, &self.buckets)),
         }
+    }
+
+    /// `name` as an `Arc` shared by every manager with that channel: one allocation per name, so
+    /// matching a message's channel (every message) and writing the label (every scrape) read
+    /// memory that stays in cache, instead of a copy per manager and channel. At most
+    /// [`SHARED_CHANNEL_NAMES`] names are shared, so random names cannot grow the list.
+    fn channel_name(&self, name: &str) -> Arc<str> {
+        let mut names = self.channel_names.lock();
+        if let Some(known) = names.iter().find(|known| &***known == name) {
+            return Arc::clone(known);
+        }
+        let name: Arc<str> = Arc::from(name);
+        if names.len() < SHARED_CHANNEL_NAMES {
+            names.push(Arc::clone(&name));
+        }
+        name
     }
 
     fn dialog_key(&self, channel: &str, dialog_id: &str) -> u64 {
@@ -974,6 +996,29 @@ mod tests {
 
     fn channel<'a>(s: &'a MessageSnapshot, name: &str) -> &'a ChannelSnapshot {
         s.channels.iter().find(|c| &*c.channel == name).unwrap()
+    }
+
+    #[test]
+    fn channel_names_are_one_allocation_shared_by_managers_up_to_a_bound() {
+        let (windows, m) = hour_only();
+        let now = 1_795_435_200_000;
+        let (first, second) = (m.new_state(), m.new_state());
+        for state in [&first, &second] {
+            feed(&m, &windows, state, now, &[("d1", "whatsapp", In, None, now), ("d2", "telegram", In, None, now)]);
+        }
+        let (a, b) = (snap(&m, &windows, &first, now), snap(&m, &windows, &second, now));
+        for name in ["whatsapp", "telegram"] {
+            assert!(Arc::ptr_eq(&channel(&a, name).channel, &channel(&b, name).channel), "{name} is shared");
+        }
+        // Past the bound a name is still counted under its own label, only no longer shared.
+        for i in 0..SHARED_CHANNEL_NAMES {
+            m.channel_name(&format!("c{i}"));
+        }
+        assert_eq!(m.channel_names.lock().len(), SHARED_CHANNEL_NAMES);
+        let third = m.new_state();
+        feed(&m, &windows, &third, now, &[("d1", "max", In, None, now)]);
+        assert_eq!(channel(&snap(&m, &windows, &third, now), "max").messages, [1, 0]);
+        assert_eq!(m.channel_names.lock().len(), SHARED_CHANNEL_NAMES);
     }
 
     fn render(m: &Messages, rows: &[MessageRow<'_>]) -> String {
