@@ -201,6 +201,7 @@ def http_get(url, accept=None, timeout=30):
 
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
+CURL = shutil.which("curl")
 
 
 def scrape_once(url):
@@ -226,9 +227,6 @@ def scrape_once(url):
     except (urllib.error.URLError, OSError):
         return None
     return time.perf_counter() - begin, len(body)
-
-
-CURL = shutil.which("curl")
 
 
 def proc_cpu_seconds(pid):

@@ -475,25 +475,17 @@ impl Engine {
                 }
                 EventBody::Message(message) => {
                     let messages = state.messages.get_or_init(|| Box::new(self.messages.new_state()));
-                    let evicted = self.messages.apply(messages, windows, message, at_ms, now_ms);
-                    if evicted > 0 {
-                        self.metrics.join_evictions[metrics::DIALOGS].inc_by(evicted);
-                    }
+                    self.metrics
+                        .evicted(metrics::DIALOGS, self.messages.apply(messages, windows, message, at_ms, now_ms));
                     join.message(joins, message.client_id.as_deref(), at_ms);
                 }
                 EventBody::CardChange(change) => {
                     let cards = state.cards.get_or_init(|| Box::new(self.cards.new_state()));
-                    let evicted = self.cards.apply(cards, windows, change, at_ms, now_ms);
-                    if evicted > 0 {
-                        self.metrics.join_evictions[metrics::CARDS].inc_by(evicted);
-                    }
+                    self.metrics.evicted(metrics::CARDS, self.cards.apply(cards, windows, change, at_ms, now_ms));
                     join.card_change(joins, change, at_ms);
                 }
             }
-            let evicted = join.evictions() - evictions;
-            if evicted > 0 {
-                self.metrics.join_evictions[metrics::JOINS].inc_by(evicted);
-            }
+            self.metrics.evicted(metrics::JOINS, join.evictions() - evictions);
         });
         if applied.is_err() {
             self.metrics.overflow.inc();

@@ -22,7 +22,7 @@ pub(crate) struct EngineMetrics {
     duplicate_event_id: IntCounter,
     pub(crate) overflow: IntCounter,
     /// By [`JOIN_STATES`]: the cross-stream joins, the card stream's tracked entries, dialogs.
-    pub(crate) join_evictions: [IntCounter; 3],
+    join_evictions: [IntCounter; 3],
     pub(crate) split_managers: IntCounter,
 }
 
@@ -133,6 +133,14 @@ impl EngineMetrics {
         self.newest.observe(i, event_ms);
     }
 
+    /// Counts `count` entries of join state `state` (an index into [`JOIN_STATES`]) evicted at
+    /// their per-manager bound; nothing to do for none, the usual case.
+    pub(crate) fn evicted(&self, state: usize, count: u64) {
+        if count > 0 {
+            self.join_evictions[state].inc_by(count);
+        }
+    }
+
     pub(crate) fn rejected(&self, reason: &'static str) {
         if let Some((_, counter)) = self.rejected.iter().find(|(r, _)| *r == reason) {
             counter.inc();
@@ -208,8 +216,8 @@ impl Collector for NewestCollector {
     fn collect(&self) -> Vec<MetricFamily> {
         let mut families = self.0.family.collect();
         for metric in families.iter_mut().flat_map(|family| family.mut_metric().iter_mut()) {
-            let stream = metric.get_label().iter().find(|l| l.name() == "stream").map(|l| l.value().to_owned());
-            if let Some(i) = STREAMS.iter().position(|k| Some(k.as_str()) == stream.as_deref()) {
+            let stream = metric.get_label().iter().find(|l| l.name() == "stream");
+            if let Some(i) = stream.and_then(|l| STREAMS.iter().position(|k| k.as_str() == l.value())) {
                 set_gauge(metric, self.0.seconds(i));
             }
         }
