@@ -248,7 +248,7 @@ impl Clients {
             };
             let bucket_ms = windows.levels()[window.level].bucket_ms;
             let range = i64::from(first)..=i64::from(last);
-            for &(at, t) in &self.recent.0 {
+            for (at, t) in self.recent.iter() {
                 if range.contains(&at.div_euclid(bucket_ms)) {
                     out[n * TRANSITIONS + usize::from(t)] += 1;
                 }
@@ -263,7 +263,7 @@ impl Clients {
     pub(crate) fn heap_bytes(&self) -> usize {
         self.list.capacity() * std::mem::size_of::<Client>()
             + self.index.capacity() * (std::mem::size_of::<(u64, u32)>() + 1)
-            + self.recent.0.capacity() * std::mem::size_of::<(i64, u8)>()
+            + self.recent.0.capacity() * std::mem::size_of::<i64>()
     }
 
     /// Recomputes the type of `key` and counts a change as a transition at `event_ms`.
@@ -325,24 +325,43 @@ impl Clients {
 /// Recent transitions ordered by event time (oldest first), at most [`MAX_RECENT`]: at the cap
 /// the oldest goes. Events mostly arrive in order, so a push is usually an append, and dropping
 /// the oldest or everything before a time is a pop at the front (a search for the oldest in an
-/// unordered list of 1,024 was a few percent of all ingest CPU).
+/// unordered list of 1,024 was a few percent of all ingest CPU). Each is one `i64`, the time
+/// times 16 plus the transition index: 8 bytes where a `(i64, u8)` takes 16.
 #[derive(Debug, Default)]
-struct Recent(VecDeque<(i64, u8)>);
+struct Recent(VecDeque<i64>);
+
+/// Event times beyond this (about 18 million years from 1970) are clamped so the packing cannot
+/// overflow; validated events are far inside it.
+const RECENT_MAX_MS: i64 = i64::MAX >> 4;
 
 impl Recent {
+    fn pack(at_ms: i64, transition: u8) -> i64 {
+        debug_assert!(usize::from(transition) < TRANSITIONS);
+        (at_ms.clamp(-RECENT_MAX_MS, RECENT_MAX_MS) << 4) | i64::from(transition & 0x0f)
+    }
+
+    fn unpack(packed: i64) -> (i64, u8) {
+        (packed >> 4, (packed & 0x0f) as u8)
+    }
+
     fn push(&mut self, at_ms: i64, transition: u8) {
         if self.0.len() >= MAX_RECENT {
             self.0.pop_front();
         }
         // After the last one not newer, so equal times keep their arrival order.
-        let at = self.0.partition_point(|&(t, _)| t <= at_ms);
-        self.0.insert(at, (at_ms, transition));
+        let at = self.0.partition_point(|&packed| Self::unpack(packed).0 <= at_ms);
+        self.0.insert(at, Self::pack(at_ms, transition));
     }
 
     fn drop_before(&mut self, horizon_ms: i64) {
-        while self.0.front().is_some_and(|&(at, _)| at < horizon_ms) {
+        while self.0.front().is_some_and(|&packed| Self::unpack(packed).0 < horizon_ms) {
             self.0.pop_front();
         }
+    }
+
+    /// (event time, transition index), oldest first.
+    fn iter(&self) -> impl Iterator<Item = (i64, u8)> + '_ {
+        self.0.iter().map(|&packed| Self::unpack(packed))
     }
 }
 
@@ -357,10 +376,10 @@ mod tests {
         for (at, t) in [(50, 1), (10, 2), (30, 3), (30, 4), (70, 5), (20, 6)] {
             recent.push(at, t);
         }
-        let order: Vec<_> = recent.0.iter().copied().collect();
+        let order: Vec<_> = recent.iter().collect();
         assert_eq!(order, [(10, 2), (20, 6), (30, 3), (30, 4), (50, 1), (70, 5)]);
         recent.drop_before(30);
-        assert_eq!(recent.0.front(), Some(&(30, 3)));
+        assert_eq!(recent.iter().next(), Some((30, 3)));
         assert_eq!(recent.0.len(), 4);
 
         let mut full = Recent::default();
@@ -371,11 +390,23 @@ mod tests {
         // the list was unordered and the minimum was searched for.
         full.push(5, 1);
         assert_eq!(full.0.len(), MAX_RECENT);
-        assert_eq!(full.0.front(), Some(&(5, 1)));
-        assert_eq!(full.0[1], (1_001, 0));
+        assert_eq!(full.iter().next(), Some((5, 1)));
+        assert_eq!(full.iter().nth(1), Some((1_001, 0)));
         full.push(9_999, 2);
-        assert_eq!(full.0.front(), Some(&(1_001, 0)));
-        assert_eq!(full.0.back(), Some(&(9_999, 2)));
+        assert_eq!(full.iter().next(), Some((1_001, 0)));
+        assert_eq!(full.iter().last(), Some((9_999, 2)));
+    }
+
+    #[test]
+    fn a_packed_transition_keeps_its_time_and_index() {
+        for at in [0, -1, -5, 1_700_000_000_123, RECENT_MAX_MS, -RECENT_MAX_MS] {
+            for t in 0..TRANSITIONS as u8 {
+                assert_eq!(Recent::unpack(Recent::pack(at, t)), (at, t), "{at} {t}");
+            }
+        }
+        // Beyond the packable range the time is clamped, never wrapped.
+        assert_eq!(Recent::unpack(Recent::pack(i64::MAX, 11)), (RECENT_MAX_MS, 11));
+        assert_eq!(Recent::unpack(Recent::pack(i64::MIN, 0)), (-RECENT_MAX_MS, 0));
     }
 
     #[test]

@@ -239,11 +239,15 @@ impl Ingest {
             // with 10 ms. Raising the queue's bound to a million records bought nothing more and
             // cost 250 MiB of RSS.
             .set("fetch.queue.backoff.ms", "10")
-            // And a fifth of librdkafka's default (100,000 records per partition) does as well:
-            // queued fetch ops and the fetch buffers they pin were about 64 MB at the peak
-            // (heaptrack); with 20,000 the peak RSS at 10k managers went from 413-421 to 368-380
-            // MiB at the same events/s (docs/performance.md). Lower values bought nothing more.
-            .set("queued.min.messages", "20000")
+            // The local queue is bounded by records and by fetch size. With librdkafka's defaults
+            // (100,000 records per partition, 1 MiB per partition and fetch) queued fetch ops and
+            // the fetch buffers they pin were about 64 MB at the peak (heaptrack), a third of all
+            // the heap at 1k managers. 5,000 records and 256 KiB per partition and fetch keep
+            // about 4 MB queued: peak RSS 86-88 against 114-117 MiB at 1k managers, 212-214
+            // against 232-244 MiB at 10k, for about 5 % fewer events/s on the `make bench` topic
+            // (docs/performance.md, sixth session).
+            .set("queued.min.messages", "5000")
+            .set("fetch.message.max.bytes", "262144")
             .set_log_level(RDKafkaLogLevel::Warning);
         for (key, value) in config.properties.iter() {
             client.set(key, value);
