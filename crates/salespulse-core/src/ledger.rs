@@ -133,7 +133,16 @@ impl Fingerprints {
     fn check_and_insert(&mut self, fingerprint: u64, event_ms: i64) -> bool {
         let start = *self.generation_start_ms.get_or_insert(event_ms);
         if event_ms.saturating_sub(start) >= self.horizon_ms {
-            self.previous = std::mem::take(&mut self.current);
+            // The current generation becomes the previous one, and the old previous one's table,
+            // emptied, the current one: it has room for about a generation already, so it does
+            // not grow through every power of two again (each doubling holds the old and the new
+            // table at once, and rehashes every fingerprint).
+            std::mem::swap(&mut self.previous, &mut self.current);
+            self.current.clear();
+            // After a busy generation, a quiet one gives the room back.
+            if self.current.capacity() > 2 * self.previous.len().max(1_024) {
+                self.current.shrink_to(self.previous.len());
+            }
             // Two horizons without events: the previous generation is out of reach too.
             if event_ms.saturating_sub(start) >= 2 * self.horizon_ms {
                 self.previous.clear();
