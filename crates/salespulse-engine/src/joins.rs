@@ -127,7 +127,11 @@ impl<V: Default> Generations<V> {
     /// contacts take about 17 KB instead of 34 KB.
     fn generation_len(bound: usize) -> usize {
         let half = (bound / 2).max(1);
-        if half >= 8 { half - half / 8 } else { half }
+        if half >= 8 {
+            half - half / 8
+        } else {
+            half
+        }
     }
 
     fn remove(&mut self, key: &u64) {

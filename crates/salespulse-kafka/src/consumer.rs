@@ -332,9 +332,10 @@ impl Ingest {
                     continue;
                 }
             };
-            self.liveness.record(message.topic());
+            let topic = message.topic();
+            self.liveness.record(topic);
             if let Some(pipeline) = pipeline {
-                pipeline.push(&message);
+                pipeline.push(&message, topic);
                 unflushed = true;
                 continue;
             }

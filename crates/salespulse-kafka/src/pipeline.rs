@@ -48,8 +48,8 @@ struct Meta {
 }
 
 impl Batch {
-    fn push<M: Message>(&mut self, message: &M) {
-        let topic = message.topic();
+    /// Copies `message`, which came from `topic` (its name, read once by the caller).
+    fn push<M: Message>(&mut self, message: &M, topic: &str) {
         let topic = match self.topics.iter().position(|t| t == topic) {
             Some(index) => index,
             None => {
@@ -231,11 +231,11 @@ impl Dispatcher {
     }
 
     /// Copies `message` into its worker's batch; hands the batch over when it is full.
-    pub(crate) fn push<M: Message>(&self, message: &M) {
+    pub(crate) fn push<M: Message>(&self, message: &M, topic: &str) {
         let mut lanes = self.lanes.lock();
         let count = lanes.len();
         let lane = &mut lanes[message.partition().unsigned_abs() as usize % count];
-        lane.filling.push(message);
+        lane.filling.push(message, topic);
         if lane.filling.len() >= BATCH_RECORDS {
             self.send(lane);
         }
@@ -324,8 +324,8 @@ mod tests {
         let headers = OwnedHeaders::new()
             .insert(Header { key: "Content-Type", value: Some("application/x-protobuf") })
             .insert(Header { key: "trace", value: None::<&str> });
-        batch.push(&message("calls", 3, 10, Some(headers)));
-        batch.push(&message("crm", 3, 11, None));
+        batch.push(&message("calls", 3, 10, Some(headers)), "calls");
+        batch.push(&message("crm", 3, 11, None), "crm");
         let records: Vec<_> = batch.iter().collect();
         assert_eq!(records.len(), 2);
         let first = &records[0];
@@ -365,7 +365,7 @@ mod tests {
                 });
             }
             for offset in 0..RECORDS {
-                dispatcher.push(&message("calls", (offset % 8) as i32, offset, None));
+                dispatcher.push(&message("calls", (offset % 8) as i32, offset, None), "calls");
                 if offset == RECORDS / 2 {
                     dispatcher.quiesce();
                     // Everything pushed so far is applied, not just handed over.

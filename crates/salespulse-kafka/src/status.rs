@@ -6,7 +6,6 @@
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
@@ -45,7 +44,7 @@ impl Health {
 /// Broker contact and per-topic record times, kept as milliseconds since `started`.
 #[derive(Debug)]
 pub(crate) struct Liveness {
-    started: Instant,
+    started: Clock,
     up: AtomicBool,
     /// Milliseconds since `started` of the last successful broker contact; -1 before the first.
     last_contact_ms: AtomicI64,
@@ -56,7 +55,7 @@ pub(crate) struct Liveness {
 impl Liveness {
     pub(crate) fn new(topics: &[String]) -> Liveness {
         Liveness {
-            started: Instant::now(),
+            started: Clock::now(),
             up: AtomicBool::new(false),
             last_contact_ms: AtomicI64::new(-1),
             topics: topics.iter().map(|t| (Box::from(t.as_str()), AtomicI64::new(-1))).collect(),
@@ -64,7 +63,7 @@ impl Liveness {
     }
 
     fn elapsed_ms(&self) -> i64 {
-        self.started.elapsed().as_millis() as i64
+        self.started.elapsed_ms()
     }
 
     /// librdkafka's statistics, or an error, tell whether any broker connection is up.
@@ -87,6 +86,40 @@ impl Liveness {
     /// Seconds since `at_ms`, or since start when it never happened.
     fn age_seconds(&self, at_ms: i64, now_ms: i64) -> f64 {
         (now_ms - at_ms.max(0)).max(0) as f64 / 1000.0
+    }
+}
+
+/// A monotonic clock read once per polled record: the coarse clock where there is one (Linux:
+/// `CLOCK_MONOTONIC_COARSE`, the time of the last tick, read from the vDSO without the TSC), as
+/// the ages it feeds are exported in seconds. `Instant` (`CLOCK_MONOTONIC`) was 4 % of the polling
+/// thread's time on the `make bench` topic.
+#[derive(Debug, Clone, Copy)]
+struct Clock(i64);
+
+impl Clock {
+    fn now() -> Clock {
+        Clock(Self::read_ms())
+    }
+
+    fn elapsed_ms(self) -> i64 {
+        (Self::read_ms() - self.0).max(0)
+    }
+
+    #[cfg(target_os = "linux")]
+    fn read_ms() -> i64 {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC_COARSE exists since Linux
+        // 2.6.32 and cannot fail with a valid pointer.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+        ts.tv_sec as i64 * 1_000 + ts.tv_nsec as i64 / 1_000_000
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn read_ms() -> i64 {
+        use std::sync::OnceLock;
+        use std::time::Instant;
+        static ORIGIN: OnceLock<Instant> = OnceLock::new();
+        ORIGIN.get_or_init(Instant::now).elapsed().as_millis() as i64
     }
 }
 
@@ -146,6 +179,19 @@ impl Collector for LivenessCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_coarse_clock_counts_milliseconds_like_instant() {
+        let (clock, instant) = (Clock::now(), std::time::Instant::now());
+        let deadline = instant + std::time::Duration::from_secs(5);
+        // Await 50 ms on the coarse clock (its tick is 1-10 ms).
+        while clock.elapsed_ms() < 50 {
+            assert!(std::time::Instant::now() < deadline, "the coarse clock did not advance");
+            std::hint::spin_loop();
+        }
+        let (coarse, fine) = (clock.elapsed_ms(), instant.elapsed().as_millis() as i64);
+        assert!((coarse - fine).abs() <= 20, "coarse {coarse} ms, Instant {fine} ms");
+    }
 
     #[test]
     fn ages_count_from_start_until_something_happens() {
