@@ -111,7 +111,9 @@ impl Clock {
         // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC_COARSE exists since Linux
         // 2.6.32 and cannot fail with a valid pointer.
         unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-        ts.tv_sec as i64 * 1_000 + ts.tv_nsec as i64 / 1_000_000
+        #[allow(clippy::unnecessary_cast)] // `time_t` and `c_long` are 32-bit on 32-bit Linux.
+        let (sec, nsec) = (ts.tv_sec as i64, ts.tv_nsec as i64);
+        sec * 1_000 + nsec / 1_000_000
     }
 
     #[cfg(not(target_os = "linux"))]
