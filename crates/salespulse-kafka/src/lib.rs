@@ -25,7 +25,7 @@ mod rebuild;
 mod status;
 
 pub use admin::create_topics;
-pub use consumer::{Ingest, IngestConfig};
+pub use consumer::{Ingest, IngestConfig, DEFAULT_APPLY_NICE};
 pub use dlq::{
     DeadLetter, DeadLetterConfig, DeadLetters, HEADER_ERROR, HEADER_OFFSET, HEADER_PARTITION, HEADER_REASON,
     HEADER_TIMESTAMP, HEADER_TOPIC, OVERFLOW_REASON,

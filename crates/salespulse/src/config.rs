@@ -154,6 +154,16 @@ pub struct KafkaSection {
     /// batches. 0 (the default) is one per available core; 1 applies on the polling thread.
     #[serde(default)]
     pub apply_threads: usize,
+    /// Niceness added to the apply threads (Linux; 0 to 19): when the cores are busy, `/metrics`
+    /// renders, the polling thread and librdkafka go first and apply takes what they leave. An
+    /// apply thread busy on a backlog otherwise gets an equal share with a scrape's render, and
+    /// the scrape waits. 0 keeps the process's priority.
+    #[serde(default = "default_apply_nice")]
+    pub apply_nice: i32,
+}
+
+fn default_apply_nice() -> i32 {
+    salespulse_kafka::DEFAULT_APPLY_NICE
 }
 
 /// `[kafka.dead_letter]`
@@ -907,7 +917,11 @@ impl FileConfig {
             topics: names,
             properties,
             apply_threads: self.kafka.apply_threads,
+            apply_nice: self.kafka.apply_nice,
         };
+        if !(0..=19).contains(&self.kafka.apply_nice) {
+            bail!("[kafka] apply_nice: {} is not within 0..=19", self.kafka.apply_nice);
+        }
         let baseline_snapshot = self.anomalies.snapshot_path.clone();
         let sources = match (&self.sources, mapped.is_empty()) {
             (Some(section), _) => Some(SourcesSettings {
@@ -1111,6 +1125,14 @@ mod tests {
     }
 
     #[test]
+    fn apply_threads_are_niced_by_default_and_can_be_left_alone() {
+        let defaults = parse("[kafka]\nbootstrap_servers = \"b\"\ntopics = [\"c\"]\n").unwrap();
+        assert_eq!(defaults.ingest.apply_nice, salespulse_kafka::DEFAULT_APPLY_NICE);
+        let zero = parse("[kafka]\nbootstrap_servers = \"b\"\ntopics = [\"c\"]\napply_nice = 0\n").unwrap();
+        assert_eq!(zero.ingest.apply_nice, 0);
+    }
+
+    #[test]
     fn mistakes_are_errors() {
         for (text, needle) in [
             ("[kafka]\nbootstrap_servers = \"b\"\ntopics = [\"c\"]\ngroupid = \"x\"\n", "groupid"),
@@ -1125,6 +1147,8 @@ mod tests {
             ("[kafka]\nbootstrap_servers = \"b\"\ntopics = [\"c\"]\n[export]\ninclude = [\"salespulse_calls_total\"]\n", "not an optional family"),
             ("[kafka]\nbootstrap_servers = \"b\"\ntopics = [\"c\"]\n[export]\nresponse_time_quantiles = [\"0.95\"]\n", "response_time_quantiles"),
             ("[kafka]\nbootstrap_servers = \"b\"\ntopics = [\"c\"]\n[export]\nmax_age = \"5m\"\n", "max_age"),
+            ("[kafka]\nbootstrap_servers = \"b\"\ntopics = [\"c\"]\napply_nice = 20\n", "apply_nice"),
+            ("[kafka]\nbootstrap_servers = \"b\"\ntopics = [\"c\"]\napply_nice = -1\n", "apply_nice"),
         ] {
             let error = format!("{:#}", parse(text).unwrap_err());
             assert!(error.contains(needle), "{needle}: {error}");

@@ -94,6 +94,7 @@ pub fn run(listen: SocketAddr, managers: usize, events_per_second: f64) -> anyho
             topics: vec![CALLS.into(), MESSAGES.into(), CRM.into()],
             properties: Default::default(),
             apply_threads: 0,
+            apply_nice: salespulse_kafka::DEFAULT_APPLY_NICE,
         },
         listen,
         log,
