@@ -48,8 +48,9 @@ pub struct IngestConfig {
 }
 
 /// The default of [`IngestConfig::apply_nice`]. Measured on the `make bench` 10k-manager topic
-/// (6M events, a full scrape every second while ingesting, two interleaved rounds): scrape p99
-/// 333-397 ms against 474-673 ms at 0, events/s no lower (docs/performance.md, sixth session).
+/// (6M events, a full scrape every second while ingesting, four interleaved rounds): scrape p99
+/// 333-397 ms against 432-673 ms at 0, events/s no lower; 10 and 19 bought nothing more
+/// (docs/performance.md, sixth session).
 pub const DEFAULT_APPLY_NICE: i32 = 5;
 
 impl IngestConfig {
