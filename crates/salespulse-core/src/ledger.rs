@@ -139,13 +139,13 @@ impl Fingerprints {
             // table at once, and rehashes every fingerprint).
             std::mem::swap(&mut self.previous, &mut self.current);
             self.current.clear();
-            // After a busy generation, a quiet one gives the room back.
-            if self.current.capacity() > 2 * self.previous.len().max(1_024) {
-                self.current.shrink_to(self.previous.len());
-            }
             // Two horizons without events: the previous generation is out of reach too.
             if event_ms.saturating_sub(start) >= 2 * self.horizon_ms {
                 self.previous.clear();
+            }
+            // After a busy generation, a quiet one (or a silence) gives the room back.
+            if self.current.capacity() > 2 * self.previous.len().max(1_024) {
+                self.current.shrink_to(self.previous.len());
             }
             self.generation_start_ms = Some(event_ms);
         }

@@ -44,7 +44,7 @@ impl Health {
 /// Broker contact and per-topic record times, kept as milliseconds since `started`.
 #[derive(Debug)]
 pub(crate) struct Liveness {
-    started: Clock,
+    started: CoarseClock,
     up: AtomicBool,
     /// Milliseconds since `started` of the last successful broker contact; -1 before the first.
     last_contact_ms: AtomicI64,
@@ -55,7 +55,7 @@ pub(crate) struct Liveness {
 impl Liveness {
     pub(crate) fn new(topics: &[String]) -> Liveness {
         Liveness {
-            started: Clock::now(),
+            started: CoarseClock::now(),
             up: AtomicBool::new(false),
             last_contact_ms: AtomicI64::new(-1),
             topics: topics.iter().map(|t| (Box::from(t.as_str()), AtomicI64::new(-1))).collect(),
@@ -94,11 +94,11 @@ impl Liveness {
 /// the ages it feeds are exported in seconds. `Instant` (`CLOCK_MONOTONIC`) was 4 % of the polling
 /// thread's time on the `make bench` topic.
 #[derive(Debug, Clone, Copy)]
-struct Clock(i64);
+struct CoarseClock(i64);
 
-impl Clock {
-    fn now() -> Clock {
-        Clock(Self::read_ms())
+impl CoarseClock {
+    fn now() -> CoarseClock {
+        CoarseClock(Self::read_ms())
     }
 
     fn elapsed_ms(self) -> i64 {
@@ -186,7 +186,7 @@ mod tests {
     fn the_coarse_clock_counts_milliseconds_like_instant() {
         let ms = |since: std::time::Instant| since.elapsed().as_millis() as i64;
         let before = std::time::Instant::now();
-        let clock = Clock::now();
+        let clock = CoarseClock::now();
         let after = std::time::Instant::now();
         let deadline = after + std::time::Duration::from_secs(5);
         // Await 50 ms on the coarse clock (its tick is 1-10 ms).

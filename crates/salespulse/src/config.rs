@@ -909,6 +909,9 @@ impl FileConfig {
             names.push(topic.name.clone());
             engine.topics.push(topic);
         }
+        if !(0..=19).contains(&self.kafka.apply_nice) {
+            bail!("[kafka] apply_nice: {} is not within 0..=19", self.kafka.apply_nice);
+        }
         let properties = crate::secrets::resolve_properties(&self.kafka.properties).context("[kafka.properties]")?;
         let dead_letter = self.kafka.dead_letter.config(&self.kafka.bootstrap_servers, &properties, &names)?;
         let ingest = IngestConfig {
@@ -919,9 +922,6 @@ impl FileConfig {
             apply_threads: self.kafka.apply_threads,
             apply_nice: self.kafka.apply_nice,
         };
-        if !(0..=19).contains(&self.kafka.apply_nice) {
-            bail!("[kafka] apply_nice: {} is not within 0..=19", self.kafka.apply_nice);
-        }
         let baseline_snapshot = self.anomalies.snapshot_path.clone();
         let sources = match (&self.sources, mapped.is_empty()) {
             (Some(section), _) => Some(SourcesSettings {
